@@ -1,0 +1,3 @@
+from txgate.cli.main import main
+
+main()
