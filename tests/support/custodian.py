@@ -34,7 +34,13 @@ class Seeded:
     accounts: list[str]
 
 
-async def seed(database_url: str, *, customer: str = "Test Fund", users: tuple[str, ...] = ("alice",), accounts: int = 2) -> Seeded:
+async def seed(
+    database_url: str,
+    *,
+    customer: str = "Test Fund",
+    users: tuple[str, ...] = ("alice",),
+    accounts: int = 2,
+) -> Seeded:
     """Create a customer with users and accounts directly in the database (as the CLI would)."""
     db = Database(database_url)
     try:
@@ -45,19 +51,29 @@ async def seed(database_url: str, *, customer: str = "Test Fund", users: tuple[s
             refresh: dict[str, str] = {}
             ids: dict[str, str] = {}
             for name in users:
-                user = await directory.create_user(session, customer=owner, name=name, role="trader", actor="test")
-                refresh[name] = await tokens.issue_refresh_token(session, user=user, ttl=None, actor="test")
+                user = await directory.create_user(
+                    session, customer=owner, name=name, role="trader", actor="test"
+                )
+                refresh[name] = await tokens.issue_refresh_token(
+                    session, user=user, ttl=None, actor="test"
+                )
                 ids[name] = user.id
             made = [
-                await directory.create_account(session, vault=vault, customer=owner, name=f"Account {i}", actor="test")
+                await directory.create_account(
+                    session, vault=vault, customer=owner, name=f"Account {i}", actor="test"
+                )
                 for i in range(accounts)
             ]
-        return Seeded(owner.id, owner.name, refresh, ids, [to_checksum_address(a.address) for a in made])
+        return Seeded(
+            owner.id, owner.name, refresh, ids, [to_checksum_address(a.address) for a in made]
+        )
     finally:
         await db.dispose()
 
 
-async def fund(node_url: str, addresses: list[str], *, wei: int = 10**21, funder_index: int = 0) -> None:
+async def fund(
+    node_url: str, addresses: list[str], *, wei: int = 10**21, funder_index: int = 0
+) -> None:
     async with NodeClient(node_url) as node:
         chain_id = await node.chain_id()
         funder = DEV_ACCOUNTS[funder_index]
@@ -65,8 +81,16 @@ async def fund(node_url: str, addresses: list[str], *, wei: int = 10**21, funder
         hashes = []
         for address in addresses:
             signed = EthAccount.sign_transaction(
-                {"type": 2, "chainId": chain_id, "nonce": nonce, "to": address, "value": wei, "gas": 21_000,
-                 "maxFeePerGas": 10 * 10**9, "maxPriorityFeePerGas": 10**9},
+                {
+                    "type": 2,
+                    "chainId": chain_id,
+                    "nonce": nonce,
+                    "to": address,
+                    "value": wei,
+                    "gas": 21_000,
+                    "maxFeePerGas": 10 * 10**9,
+                    "maxPriorityFeePerGas": 10**9,
+                },
                 funder.private_key,
             )
             hashes.append(await node.send_raw_transaction(bytes(signed.raw_transaction)))
@@ -110,13 +134,18 @@ class CustodianProcess:
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it while it runs
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "txgate.cli", "custodian", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "txgate.cli", "custodian", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         async with httpx.AsyncClient() as client:
             for _ in range(300):
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"custodian exited early:\n{self.log_path.read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"custodian exited early:\n{self.log_path.read_text()[-3000:]}"
+                    )
                 try:
                     if (await client.get(f"{self.url}/healthz")).status_code == 200:
                         return self
@@ -159,7 +188,10 @@ class Eca3Client:
         await self.http.aclose()
 
     async def login(self) -> dict[str, Any]:
-        answer = await self.http.post("/oauth/token", json={"grant_type": "refresh_token", "refresh_token": self.refresh_token})
+        answer = await self.http.post(
+            "/oauth/token",
+            json={"grant_type": "refresh_token", "refresh_token": self.refresh_token},
+        )
         self.responses.append(answer.text)
         answer.raise_for_status()
         grant: dict[str, Any] = answer.json()
@@ -169,7 +201,11 @@ class Eca3Client:
     async def raw(self, body: Any, *, content: bytes | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.access_token}"} if self.access_token else {}
         if content is not None:
-            answer = await self.http.post("/v3/json-rpc", content=content, headers={**headers, "content-type": "application/json"})
+            answer = await self.http.post(
+                "/v3/json-rpc",
+                content=content,
+                headers={**headers, "content-type": "application/json"},
+            )
         else:
             answer = await self.http.post("/v3/json-rpc", json=body, headers=headers)
         self.responses.append(answer.text)
@@ -179,7 +215,9 @@ class Eca3Client:
         if self.access_token is None:
             await self.login()
         self._next_id += 1
-        answer = await self.raw({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
+        answer = await self.raw(
+            {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params}
+        )
         assert answer.status_code == 200, answer.text
         document: dict[str, Any] = answer.json()
         return document

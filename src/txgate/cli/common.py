@@ -23,11 +23,20 @@ err_console = Console(stderr=True)
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", envvar="TXGATE_DATA_DIR", help="Data folder (default ./.txgate)", show_default=False),
+    typer.Option(
+        "--data-dir",
+        envvar="TXGATE_DATA_DIR",
+        help="Data folder (default ./.txgate)",
+        show_default=False,
+    ),
 ]
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option("--database-url", envvar="TXGATE_DATABASE_URL", help="SQLAlchemy async URL (default: SQLite in the data folder)"),
+    typer.Option(
+        "--database-url",
+        envvar="TXGATE_DATABASE_URL",
+        help="SQLAlchemy async URL (default: SQLite in the data folder)",
+    ),
 ]
 
 
@@ -45,7 +54,11 @@ def configure_logging(settings: Settings) -> None:
     # httpx logs full request URLs at INFO; node URLs may carry API keys.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
-    renderer: Any = structlog.processors.JSONRenderer() if settings.log_json else structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if settings.log_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -11,12 +11,15 @@ from txgate.cli.common import DatabaseUrl, DataDir, configure_logging, console, 
 from txgate.cli.serving import bind, serve_custodian
 from txgate.config import Settings
 from txgate.core.errors import InvalidParams
+from txgate.core.types import checksum
 from txgate.custody import directory, tokens
 from txgate.custody.service import Custodian
 from txgate.custody.vault import Vault
 from txgate.storage.engine import Database
 
-app = typer.Typer(help="The custodian: ECA-3 API, keys, policy, signing, broadcast.", no_args_is_help=True)
+app = typer.Typer(
+    help="The custodian: ECA-3 API, keys, policy, signing, broadcast.", no_args_is_help=True
+)
 token_app = typer.Typer(help="Refresh tokens for wallets and scripts.", no_args_is_help=True)
 customer_app = typer.Typer(help="Customers (organisations).", no_args_is_help=True)
 user_app = typer.Typer(help="Users of a customer.", no_args_is_help=True)
@@ -26,8 +29,14 @@ app.add_typer(customer_app, name="customer")
 app.add_typer(user_app, name="user")
 app.add_typer(account_app, name="account")
 
-ChainUrl = Annotated[list[str] | None, typer.Option("--chain-url", help="Node JSON-RPC URL (repeat for several chains)")]
-Customer = Annotated[str | None, typer.Option("--customer", help="Customer name or id (needed when a name is ambiguous)")]
+ChainUrl = Annotated[
+    list[str] | None,
+    typer.Option("--chain-url", help="Node JSON-RPC URL (repeat for several chains)"),
+]
+Customer = Annotated[
+    str | None,
+    typer.Option("--customer", help="Customer name or id (needed when a name is ambiguous)"),
+]
 ADMIN = "admin-cli"
 
 
@@ -40,10 +49,18 @@ def serve(
     port: Annotated[int | None, typer.Option(envvar="TXGATE_CUSTODIAN_PORT")] = None,
 ) -> None:
     """Serve ECA-3 at POST /v3/json-rpc, tokens at /oauth/token, keys at /.well-known/jwks.json."""
-    settings = settings_from(data_dir, database_url=database_url, rpc_urls=chain_url or None, custodian_host=host, custodian_port=port)
+    settings = settings_from(
+        data_dir,
+        database_url=database_url,
+        rpc_urls=chain_url or None,
+        custodian_host=host,
+        custodian_port=port,
+    )
     configure_logging(settings)
     if not settings.rpc_urls:
-        raise typer.BadParameter("give at least one --chain-url (or TXGATE_RPC_URLS)", param_hint="--chain-url")
+        raise typer.BadParameter(
+            "give at least one --chain-url (or TXGATE_RPC_URLS)", param_hint="--chain-url"
+        )
 
     async def work() -> None:
         sock = bind(settings.custodian_host, settings.custodian_port)
@@ -51,7 +68,10 @@ def serve(
         custodian = await Custodian.open(actual)
 
         async def ready() -> None:
-            console.print(f"custodian listening on {actual.custodian_url}  chains: {sorted(custodian.supported_chains)}", highlight=False)
+            console.print(
+                f"custodian listening on {actual.custodian_url}  chains: {sorted(custodian.supported_chains)}",
+                highlight=False,
+            )
 
         await serve_custodian(custodian, sock, on_ready=ready)
 
@@ -78,9 +98,15 @@ def token_create(
         db = await _with_db(settings)
         try:
             async with db.transaction() as session:
-                owner = await directory.find_customer(session, name_or_id=customer) if customer else None
+                owner = (
+                    await directory.find_customer(session, name_or_id=customer)
+                    if customer
+                    else None
+                )
                 found = await directory.find_user(session, name_or_id=user, customer=owner)
-                return await tokens.issue_refresh_token(session, user=found, ttl=settings.refresh_token_ttl, actor=ADMIN)
+                return await tokens.issue_refresh_token(
+                    session, user=found, ttl=settings.refresh_token_ttl, actor=ADMIN
+                )
         finally:
             await db.dispose()
 
@@ -89,8 +115,12 @@ def token_create(
 
 @token_app.command("revoke")
 def token_revoke(
-    token: Annotated[str | None, typer.Argument(help="The refresh or access token to revoke")] = None,
-    user: Annotated[str | None, typer.Option("--user", help="Revoke every token of this user")] = None,
+    token: Annotated[
+        str | None, typer.Argument(help="The refresh or access token to revoke")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Revoke every token of this user")
+    ] = None,
     customer: Customer = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
@@ -107,7 +137,11 @@ def token_revoke(
                 if token is not None:
                     found = await tokens.revoke(session, token=token, actor=ADMIN)
                     return "revoked" if found else "no such token (nothing to revoke)"
-                owner = await directory.find_customer(session, name_or_id=customer) if customer else None
+                owner = (
+                    await directory.find_customer(session, name_or_id=customer)
+                    if customer
+                    else None
+                )
                 person = await directory.find_user(session, name_or_id=user or "", customer=owner)
                 await tokens.revoke_user_tokens(session, user_id=person.id, actor=ADMIN)
                 return f"revoked every token of {person.name}"
@@ -154,7 +188,9 @@ def customer_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) ->
 def user_create(
     name: str,
     customer: Annotated[str, typer.Option("--customer")],
-    role: Annotated[str, typer.Option("--role", help=f"One of {', '.join(directory.ROLES)}")] = "trader",
+    role: Annotated[
+        str, typer.Option("--role", help=f"One of {', '.join(directory.ROLES)}")
+    ] = "trader",
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -165,7 +201,11 @@ def user_create(
         try:
             async with db.transaction() as session:
                 owner = await directory.find_customer(session, name_or_id=customer)
-                return (await directory.create_user(session, customer=owner, name=name, role=role, actor=ADMIN)).id
+                return (
+                    await directory.create_user(
+                        session, customer=owner, name=name, role=role, actor=ADMIN
+                    )
+                ).id
         finally:
             await db.dispose()
 
@@ -188,10 +228,10 @@ def account_create(
             vault = await open_vault(db, settings)
             async with db.transaction() as session:
                 owner = await directory.find_customer(session, name_or_id=customer)
-                account = await directory.create_account(session, vault=vault, customer=owner, name=name, actor=ADMIN)
-                from eth_utils import to_checksum_address
-
-                return str(to_checksum_address(account.address))
+                account = await directory.create_account(
+                    session, vault=vault, customer=owner, name=name, actor=ADMIN
+                )
+                return str(checksum(account.address))
         finally:
             await db.dispose()
 
@@ -199,7 +239,11 @@ def account_create(
 
 
 @account_app.command("list")
-def account_list(customer: Annotated[str, typer.Option("--customer")], data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+def account_list(
+    customer: Annotated[str, typer.Option("--customer")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
     settings = settings_from(data_dir, database_url=database_url)
 
     async def work() -> list[tuple[str, str]]:
@@ -207,7 +251,10 @@ def account_list(customer: Annotated[str, typer.Option("--customer")], data_dir:
         try:
             async with db.read() as session:
                 owner = await directory.find_customer(session, name_or_id=customer)
-                return [(a.address, a.name) for a in await directory.list_accounts(session, customer_id=owner.id)]
+                return [
+                    (a.address, a.name)
+                    for a in await directory.list_accounts(session, customer_id=owner.id)
+                ]
         finally:
             await db.dispose()
 
@@ -219,9 +266,13 @@ def account_list(customer: Annotated[str, typer.Option("--customer")], data_dir:
 
 async def open_vault(db: Database, settings: Settings) -> Vault:
     if settings.vault_passphrase is None and settings.resolved_vault_key_file is None:
-        raise InvalidParams("set TXGATE_VAULT_PASSPHRASE or TXGATE_VAULT_KEY_FILE to open the key vault")
+        raise InvalidParams(
+            "set TXGATE_VAULT_PASSPHRASE or TXGATE_VAULT_KEY_FILE to open the key vault"
+        )
     return await Vault.open(
         db.transaction,
-        passphrase=settings.vault_passphrase.get_secret_value() if settings.vault_passphrase else None,
+        passphrase=settings.vault_passphrase.get_secret_value()
+        if settings.vault_passphrase
+        else None,
         key_file=settings.resolved_vault_key_file,
     )

@@ -22,11 +22,16 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 async def serve_custodian(
-    custodian: Custodian, sock: socket.socket, *, on_ready: Callable[[], Awaitable[None]] | None = None
+    custodian: Custodian,
+    sock: socket.socket,
+    *,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Serve until Ctrl-C / SIGTERM; the pipeline runs alongside and stops with the server."""
     app = create_app(custodian)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5
+    )
     server = uvicorn.Server(config)
     custodian.start()
     try:

@@ -9,13 +9,13 @@ from typing import Annotated, Any
 
 import typer
 from eth_account import Account as EthAccount
-from eth_utils import to_checksum_address
 from sqlalchemy import select
 
 from txgate.chain import DEV_ACCOUNTS, Anvil, NodeClient
 from txgate.cli.common import DatabaseUrl, DataDir, configure_logging, console, run, settings_from
 from txgate.cli.serving import bind, serve_custodian
 from txgate.config import Settings
+from txgate.core.types import checksum
 from txgate.custody import directory, tokens
 from txgate.custody.service import Custodian
 from txgate.custody.vault import create_key_file
@@ -28,21 +28,33 @@ DEMO_FUNDING_WEI = 100 * 10**18
 
 
 def up(
-    demo: Annotated[bool, typer.Option("--demo", help="Seed the demo organisation on first run")] = False,
-    chain_url: Annotated[str | None, typer.Option("--chain-url", help="Use this node instead of starting anvil")] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Seed the demo organisation on first run")
+    ] = False,
+    chain_url: Annotated[
+        str | None, typer.Option("--chain-url", help="Use this node instead of starting anvil")
+    ] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
-    port: Annotated[int | None, typer.Option("--port", envvar="TXGATE_CUSTODIAN_PORT", help="Custodian port")] = None,
-    anvil_port: Annotated[int | None, typer.Option("--anvil-port", envvar="TXGATE_ANVIL_PORT")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", envvar="TXGATE_CUSTODIAN_PORT", help="Custodian port")
+    ] = None,
+    anvil_port: Annotated[
+        int | None, typer.Option("--anvil-port", envvar="TXGATE_ANVIL_PORT")
+    ] = None,
 ) -> None:
     """Run everything on this machine until Ctrl-C."""
-    settings = settings_from(data_dir, database_url=database_url, custodian_port=port, anvil_port=anvil_port)
+    settings = settings_from(
+        data_dir, database_url=database_url, custodian_port=port, anvil_port=anvil_port
+    )
     configure_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.vault_passphrase is None and settings.resolved_vault_key_file is None:
         key_file = settings.data_dir / "vault.key"
         create_key_file(key_file)
-        console.print(f"created vault key file {key_file} (keep it apart from backups of the database)")
+        console.print(
+            f"created vault key file {key_file} (keep it apart from backups of the database)"
+        )
     run(_up(settings, demo=demo, chain_url=chain_url))
 
 
@@ -57,14 +69,19 @@ async def _up(settings: Settings, *, demo: bool, chain_url: str | None) -> None:
         chain_url = anvil.url
     try:
         sock = bind(settings.custodian_host, settings.custodian_port)
-        settings = settings.model_copy(update={"custodian_port": sock.getsockname()[1], "rpc_urls": [chain_url]})
+        settings = settings.model_copy(
+            update={"custodian_port": sock.getsockname()[1], "rpc_urls": [chain_url]}
+        )
         custodian = await Custodian.open(settings)
 
         async def ready() -> None:
             if demo:
                 info = await seed_demo(custodian, chain_url=chain_url)
                 console.print_json(json.dumps(info))
-            console.print(f"custodian: {settings.custodian_url}/v3/json-rpc   chain: {chain_url}   (Ctrl-C stops)", highlight=False)
+            console.print(
+                f"custodian: {settings.custodian_url}/v3/json-rpc   chain: {chain_url}   (Ctrl-C stops)",
+                highlight=False,
+            )
 
         await serve_custodian(custodian, sock, on_ready=ready)
     finally:
@@ -78,15 +95,25 @@ async def seed_demo(custodian: Custodian, *, chain_url: str) -> dict[str, Any]:
     path = settings.data_dir / "demo.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     async with custodian.db.transaction() as session:
-        customer = (await session.execute(select(Customer).where(Customer.name == DEMO_CUSTOMER))).scalar_one_or_none()
+        customer = (
+            await session.execute(select(Customer).where(Customer.name == DEMO_CUSTOMER))
+        ).scalar_one_or_none()
         fresh = customer is None
         if customer is None:
             customer = await directory.create_customer(session, name=DEMO_CUSTOMER, actor="demo")
             for name, role in DEMO_USERS:
-                await directory.create_user(session, customer=customer, name=name, role=role, actor="demo")
+                await directory.create_user(
+                    session, customer=customer, name=name, role=role, actor="demo"
+                )
             for name in DEMO_ACCOUNTS:
-                await directory.create_account(session, vault=custodian.vault, customer=customer, name=name, actor="demo")
-        known_tokens = {user["name"]: user["refresh_token"] for user in previous.get("users", [])} if not fresh else {}
+                await directory.create_account(
+                    session, vault=custodian.vault, customer=customer, name=name, actor="demo"
+                )
+        known_tokens = (
+            {user["name"]: user["refresh_token"] for user in previous.get("users", [])}
+            if not fresh
+            else {}
+        )
         users = []
         for user in await directory.list_users(session, customer=customer):
             token = known_tokens.get(user.name) or await tokens.issue_refresh_token(
@@ -94,7 +121,7 @@ async def seed_demo(custodian: Custodian, *, chain_url: str) -> dict[str, Any]:
             )
             users.append({"name": user.name, "role": user.role, "refresh_token": token})
         accounts = [
-            {"address": to_checksum_address(a.address), "name": a.name}
+            {"address": checksum(a.address), "name": a.name}
             for a in await directory.list_accounts(session, customer_id=customer.id)
         ]
     chain_id = next(iter(custodian.nodes))

@@ -22,7 +22,9 @@ from txgate.core.errors import InvalidParams
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TXGATE_", extra="ignore")
 
-    data_dir: Path = Field(default=Path(".txgate"), description="Folder for the SQLite database, keys and demo.json")
+    data_dir: Path = Field(
+        default=Path(".txgate"), description="Folder for the SQLite database, keys and demo.json"
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; default SQLite in the data folder"
     )
@@ -31,15 +33,21 @@ class Settings(BaseSettings):
     rpc_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     confirmations: int = Field(default=1, ge=1, le=1000)
     poll_interval: float = Field(default=0.25, gt=0, le=60)
-    drop_after_seconds: float = Field(default=600, gt=0, description="Pending this long with its nonce used elsewhere → dropped")
+    drop_after_seconds: float = Field(
+        default=600, gt=0, description="Pending this long with its nonce used elsewhere → dropped"
+    )
 
     # Custodian HTTP service.
     custodian_host: str = "127.0.0.1"
     custodian_port: int = Field(default=8545 + 1000, ge=0, le=65535)
-    public_url: str | None = Field(default=None, description="Base URL the custodian is reached at (links, JWT issuer)")
+    public_url: str | None = Field(
+        default=None, description="Base URL the custodian is reached at (links, JWT issuer)"
+    )
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     access_token_ttl: int = Field(default=600, ge=10, description="Seconds an access token lives")
-    refresh_token_ttl: int | None = Field(default=None, ge=60, description="Seconds a refresh token lives; none = until revoked")
+    refresh_token_ttl: int | None = Field(
+        default=None, ge=60, description="Seconds a refresh token lives; none = until revoked"
+    )
     rotate_refresh_tokens: bool = False
     customer_proof_ttl: int = Field(default=300, ge=10)
 
@@ -117,6 +125,8 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as error:
         first = error.errors()[0]
         name = ".".join(str(part) for part in first["loc"])
-        raise InvalidParams(f"setting {name} (TXGATE_{name.upper()}): {first['msg']}", param=name) from None
+        raise InvalidParams(
+            f"setting {name} (TXGATE_{name.upper()}): {first['msg']}", param=name
+        ) from None
     except (SettingsError, OSError, tomllib.TOMLDecodeError) as error:
         raise InvalidParams(f"settings could not be read: {error}") from None

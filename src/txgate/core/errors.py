@@ -54,7 +54,9 @@ class InvalidParams(RequestError):
     """A parameter is missing or malformed; `param` names it (a dotted path such as `0.value`)."""
 
     def __init__(self, message: str, *, param: str | None = None, data: Any = None) -> None:
-        super().__init__(message, data=data if data is not None else ({"param": param} if param else None))
+        super().__init__(
+            message, data=data if data is not None else ({"param": param} if param else None)
+        )
         self.param = param
 
 
@@ -123,5 +125,5 @@ def error_code(error: TxgateError) -> ErrorCode:
     """The JSON-RPC code and HTTP status for `error`, from the one table above."""
     for cls in type(error).__mro__:
         if cls in _ERROR_TABLE:
-            return _ERROR_TABLE[cls]  # type: ignore[index]
+            return _ERROR_TABLE[cls]
     return _ERROR_TABLE[TxgateError]

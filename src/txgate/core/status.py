@@ -68,7 +68,11 @@ _SUBMITTED = frozenset({Status.SUBMITTED, Status.MINED, Status.REPLACED})
 
 
 def eca3_transaction_status(
-    status: Status, *, reason: str | None = None, display_text: str | None = None, was_signed: bool = False
+    status: Status,
+    *,
+    reason: str | None = None,
+    display_text: str | None = None,
+    was_signed: bool = False,
 ) -> dict[str, object]:
     """The ECA-3 `TransactionStatus` object for a transaction in `status`.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import NewType
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from txgate.core.errors import InvalidParams
 
@@ -28,6 +28,11 @@ def parse_address(value: object, *, param: str) -> Address:
     if not isinstance(value, str) or not _ADDRESS_RE.match(value):
         raise InvalidParams(f"{param} must be a 0x-prefixed 20-byte hex address", param=param)
     return Address(to_checksum_address(value))
+
+
+def checksum(address: str) -> Address:
+    """EIP-55 form of a stored (lower-case) address, for output."""
+    return Address(to_checksum_address(address))
 
 
 def normalise_address(address: str) -> str:

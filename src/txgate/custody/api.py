@@ -11,7 +11,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from txgate.core.errors import InvalidParams, PayloadTooLarge, TxgateError, Unauthenticated, error_code
+from txgate.core.errors import (
+    InvalidParams,
+    PayloadTooLarge,
+    TxgateError,
+    Unauthenticated,
+    error_code,
+)
 from txgate.custody import tokens
 from txgate.custody.eca3 import Eca3Methods
 from txgate.custody.service import Custodian
@@ -33,7 +39,9 @@ def create_app(custodian: Custodian, *, manage_lifecycle: bool = False) -> FastA
             if manage_lifecycle:
                 await custodian.close()
 
-    app = FastAPI(title="txgate custodian", version="3.0.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="txgate custodian", version="3.0.0", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.add_middleware(BodyLimit, limit=custodian.settings.max_body_bytes)
     dispatcher = Eca3Methods(custodian).dispatcher()
 
@@ -54,7 +62,9 @@ def create_app(custodian: Custodian, *, manage_lifecycle: bool = False) -> FastA
         try:
             form = await _token_form(request)
             if form.get("grant_type") != "refresh_token":
-                return _oauth_error(400, "unsupported_grant_type", 'grant_type must be "refresh_token"')
+                return _oauth_error(
+                    400, "unsupported_grant_type", 'grant_type must be "refresh_token"'
+                )
             refresh = form.get("refresh_token")
             if not isinstance(refresh, str) or not refresh:
                 return _oauth_error(400, "invalid_request", "refresh_token is required")
@@ -172,7 +182,10 @@ class BodyLimit:
             {
                 "type": "http.response.start",
                 "status": error_code(error).http,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})

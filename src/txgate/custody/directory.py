@@ -29,13 +29,21 @@ async def create_customer(session: AsyncSession, *, name: str, actor: str) -> Cu
         raise Conflict(f"a customer named {name!r} already exists")
     customer = Customer(id=str(uuid.uuid4()), name=name, created_at=_now())
     session.add(customer)
-    await audit(session, actor=actor, action="customer.created", subject=f"customer:{customer.id}", details={"name": name})
+    await audit(
+        session,
+        actor=actor,
+        action="customer.created",
+        subject=f"customer:{customer.id}",
+        details={"name": name},
+    )
     return customer
 
 
 async def find_customer(session: AsyncSession, *, name_or_id: str) -> Customer:
     customer = (
-        await session.execute(select(Customer).where((Customer.name == name_or_id) | (Customer.id == name_or_id)))
+        await session.execute(
+            select(Customer).where((Customer.name == name_or_id) | (Customer.id == name_or_id))
+        )
     ).scalar_one_or_none()
     if customer is None:
         raise NotFound(f"no customer {name_or_id!r}")
@@ -46,16 +54,22 @@ async def list_customers(session: AsyncSession) -> list[Customer]:
     return list((await session.execute(select(Customer).order_by(Customer.created_at))).scalars())
 
 
-async def create_user(session: AsyncSession, *, customer: Customer, name: str, role: str, actor: str) -> User:
+async def create_user(
+    session: AsyncSession, *, customer: Customer, name: str, role: str, actor: str
+) -> User:
     name = name.strip()
     if not name:
         raise InvalidParams("user name must not be empty", param="name")
     if role not in ROLES:
         raise InvalidParams(f"role must be one of {', '.join(ROLES)}", param="role")
-    existing = await session.execute(select(User).where(User.customer_id == customer.id, User.name == name))
+    existing = await session.execute(
+        select(User).where(User.customer_id == customer.id, User.name == name)
+    )
     if existing.scalar_one_or_none() is not None:
         raise Conflict(f"{customer.name} already has a user named {name!r}")
-    user = User(id=str(uuid.uuid4()), customer_id=customer.id, name=name, role=role, created_at=_now())
+    user = User(
+        id=str(uuid.uuid4()), customer_id=customer.id, name=name, role=role, created_at=_now()
+    )
     session.add(user)
     await audit(
         session,
@@ -67,7 +81,9 @@ async def create_user(session: AsyncSession, *, customer: Customer, name: str, r
     return user
 
 
-async def find_user(session: AsyncSession, *, name_or_id: str, customer: Customer | None = None) -> User:
+async def find_user(
+    session: AsyncSession, *, name_or_id: str, customer: Customer | None = None
+) -> User:
     query = select(User).where((User.name == name_or_id) | (User.id == name_or_id))
     if customer is not None:
         query = query.where(User.customer_id == customer.id)
@@ -75,12 +91,21 @@ async def find_user(session: AsyncSession, *, name_or_id: str, customer: Custome
     if not users:
         raise NotFound(f"no user {name_or_id!r}")
     if len(users) > 1:
-        raise InvalidParams(f"several customers have a user named {name_or_id!r}; name the customer", param="customer")
+        raise InvalidParams(
+            f"several customers have a user named {name_or_id!r}; name the customer",
+            param="customer",
+        )
     return users[0]
 
 
 async def list_users(session: AsyncSession, *, customer: Customer) -> list[User]:
-    return list((await session.execute(select(User).where(User.customer_id == customer.id).order_by(User.created_at))).scalars())
+    return list(
+        (
+            await session.execute(
+                select(User).where(User.customer_id == customer.id).order_by(User.created_at)
+            )
+        ).scalars()
+    )
 
 
 async def create_account(
@@ -111,11 +136,17 @@ async def create_account(
 
 
 async def list_accounts(session: AsyncSession, *, customer_id: str) -> list[Account]:
-    query = select(Account).where(Account.customer_id == customer_id).order_by(Account.created_at, Account.address)
+    query = (
+        select(Account)
+        .where(Account.customer_id == customer_id)
+        .order_by(Account.created_at, Account.address)
+    )
     return list((await session.execute(query)).scalars())
 
 
-async def customer_account(session: AsyncSession, *, customer_id: str, address: str, param: str) -> Account:
+async def customer_account(
+    session: AsyncSession, *, customer_id: str, address: str, param: str
+) -> Account:
     """The account at `address` if it belongs to `customer_id`; otherwise one indistinct error,
     so a caller cannot probe which addresses the custodian holds for others."""
     account = await session.get(Account, normalise_address(address))

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from eth_utils import to_checksum_address
-
 from txgate.core.errors import InvalidParams
 from txgate.core.status import FINAL, Status
-from txgate.core.types import parse_address, to_hex_uint
+from txgate.core.types import checksum, parse_address, to_hex_uint
 from txgate.custody import directory, messages, transactions
 from txgate.custody.requests import parse_fee_bump, parse_transaction
 from txgate.custody.tokens import Caller
@@ -29,15 +27,29 @@ class Eca3Methods:
         d: Dispatcher[Caller] = Dispatcher()
         d.add("custodian_listAccounts", self.list_accounts, max_params=0)
         d.add("custodian_listAccountsSigned", self.list_accounts_signed, max_params=0)
-        d.add("custodian_listAccountChainIds", self.list_account_chain_ids, min_params=1, max_params=1)
+        d.add(
+            "custodian_listAccountChainIds", self.list_account_chain_ids, min_params=1, max_params=1
+        )
         d.add("custodian_createTransaction", self.create_transaction, min_params=2, max_params=2)
-        d.add("custodian_getTransactionById", self.get_transaction_by_id, min_params=1, max_params=1)
+        d.add(
+            "custodian_getTransactionById", self.get_transaction_by_id, min_params=1, max_params=1
+        )
         d.add("custodian_replaceTransaction", self.replace_transaction, min_params=1, max_params=2)
         d.add("custodian_getTransactionLink", self.get_transaction_link, min_params=1, max_params=1)
         d.add("custodian_sign", self.sign, min_params=1, max_params=2)
         d.add("custodian_signTypedData", self.sign_typed_data, min_params=1, max_params=2)
-        d.add("custodian_getSignedMessageById", self.get_signed_message_by_id, min_params=1, max_params=1)
-        d.add("custodian_getSignedMessageLink", self.get_signed_message_link, min_params=1, max_params=1)
+        d.add(
+            "custodian_getSignedMessageById",
+            self.get_signed_message_by_id,
+            min_params=1,
+            max_params=1,
+        )
+        d.add(
+            "custodian_getSignedMessageLink",
+            self.get_signed_message_link,
+            min_params=1,
+            max_params=1,
+        )
         d.add("custodian_getCustomerProof", self.get_customer_proof, max_params=0)
         return d
 
@@ -48,7 +60,7 @@ class Eca3Methods:
             accounts = await directory.list_accounts(session, customer_id=caller.customer_id)
         return [
             {
-                "address": to_checksum_address(account.address),
+                "address": checksum(account.address),
                 "name": account.name,
                 "tags": [
                     {"name": "account-name", "value": account.name},
@@ -62,17 +74,25 @@ class Eca3Methods:
     async def list_accounts_signed(self, caller: Caller, params: list[Any]) -> dict[str, str]:
         async with self.custodian.db.read() as session:
             accounts = await directory.list_accounts(session, customer_id=caller.customer_id)
-        token = self.custodian.proofs.signed_accounts(caller, accounts, ttl=self.custodian.settings.customer_proof_ttl)
+        token = self.custodian.proofs.signed_accounts(
+            caller, accounts, ttl=self.custodian.settings.customer_proof_ttl
+        )
         return {"jwt": token}
 
     async def list_account_chain_ids(self, caller: Caller, params: list[Any]) -> list[str]:
         address = parse_address(params[0], param="0")
         async with self.custodian.db.read() as session:
-            await directory.customer_account(session, customer_id=caller.customer_id, address=address, param="0")
+            await directory.customer_account(
+                session, customer_id=caller.customer_id, address=address, param="0"
+            )
         return [to_hex_uint(chain_id) for chain_id in sorted(self.custodian.supported_chains)]
 
     async def get_customer_proof(self, caller: Caller, params: list[Any]) -> dict[str, str]:
-        return {"jwt": self.custodian.proofs.customer_proof(caller, ttl=self.custodian.settings.customer_proof_ttl)}
+        return {
+            "jwt": self.custodian.proofs.customer_proof(
+                caller, ttl=self.custodian.settings.customer_proof_ttl
+            )
+        }
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -85,7 +105,9 @@ class Eca3Methods:
         self.custodian.wake()
         return tx.id
 
-    async def get_transaction_by_id(self, caller: Caller, params: list[Any]) -> dict[str, Any] | None:
+    async def get_transaction_by_id(
+        self, caller: Caller, params: list[Any]
+    ) -> dict[str, Any] | None:
         tx_id = _single_id(params[0])
         async with self.custodian.db.read() as session:
             tx = await transactions.get_transaction(session, caller=caller, tx_id=tx_id)
@@ -108,7 +130,9 @@ class Eca3Methods:
         self.custodian.wake()
         return {"transactionId": replacement.id}
 
-    async def get_transaction_link(self, caller: Caller, params: list[Any]) -> dict[str, Any] | None:
+    async def get_transaction_link(
+        self, caller: Caller, params: list[Any]
+    ) -> dict[str, Any] | None:
         tx_id = _single_id(params[0])
         async with self.custodian.db.read() as session:
             tx = await transactions.get_transaction(session, caller=caller, tx_id=tx_id)
@@ -118,17 +142,24 @@ class Eca3Methods:
         return {
             "transactionId": tx.id,
             "url": f"{self.custodian.settings.custodian_url}/transactions/{tx.id}",
-            "text": "Approve your transaction in the custodian" if waiting else f"Transaction is {tx.status.replace('_', ' ')}",
+            "text": "Approve your transaction in the custodian"
+            if waiting
+            else f"Transaction is {tx.status.replace('_', ' ')}",
             "action": "Approve" if waiting else "View",
             "showLink": waiting,
-            "ethereum": {"accounts": [to_checksum_address(tx.from_address)], "chainIds": [to_hex_uint(tx.chain_id)]},
+            "ethereum": {
+                "accounts": [checksum(tx.from_address)],
+                "chainIds": [to_hex_uint(tx.chain_id)],
+            },
         }
 
     # -- signed messages -----------------------------------------------------------------------
 
     async def sign(self, caller: Caller, params: list[Any]) -> str:
         address, message, meta = messages.parse_personal(params)
-        return await self._request_signature(caller, address, messages.PERSONAL, "0x" + message.hex(), meta)
+        return await self._request_signature(
+            caller, address, messages.PERSONAL, "0x" + message.hex(), meta
+        )
 
     async def sign_typed_data(self, caller: Caller, params: list[Any]) -> str:
         address, data, version, meta = messages.parse_typed(params)
@@ -137,7 +168,9 @@ class Eca3Methods:
         self.custodian.check_typed_data(data, version)
         return await self._request_signature(caller, address, kind, data, meta)
 
-    async def _request_signature(self, caller: Caller, address: str, version: str, payload: Any, meta: dict[str, Any]) -> str:
+    async def _request_signature(
+        self, caller: Caller, address: str, version: str, payload: Any, meta: dict[str, Any]
+    ) -> str:
         async with self.custodian.db.transaction() as session:
             message = await messages.request_signature(
                 session,
@@ -151,11 +184,15 @@ class Eca3Methods:
             )
         return message.id
 
-    async def get_signed_message_by_id(self, caller: Caller, params: list[Any]) -> dict[str, Any] | None:
+    async def get_signed_message_by_id(
+        self, caller: Caller, params: list[Any]
+    ) -> dict[str, Any] | None:
         message = await self._message(caller, _single_id(params[0]))
         return None if message is None else messages.eca3_signed_message(message)
 
-    async def get_signed_message_link(self, caller: Caller, params: list[Any]) -> dict[str, Any] | None:
+    async def get_signed_message_link(
+        self, caller: Caller, params: list[Any]
+    ) -> dict[str, Any] | None:
         message = await self._message(caller, _single_id(params[0]))
         if message is None:
             return None
@@ -164,10 +201,12 @@ class Eca3Methods:
         return {
             "signedMessageId": message.id,
             "url": f"{self.custodian.settings.custodian_url}/signed-messages/{message.id}",
-            "text": "Approve your signature in the custodian" if waiting else f"Signature is {message.status.replace('_', ' ')}",
+            "text": "Approve your signature in the custodian"
+            if waiting
+            else f"Signature is {message.status.replace('_', ' ')}",
             "action": "Approve" if waiting else "View",
             "showLink": waiting and Status(message.status) not in FINAL,
-            "ethereum": {"accounts": [to_checksum_address(message.address)], "chainIds": chain_ids},
+            "ethereum": {"accounts": [checksum(message.address)], "chainIds": chain_ids},
         }
 
     async def _message(self, caller: Caller, message_id: str) -> SignedMessage | None:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from txgate.audit.log import append as audit
 from txgate.core.errors import InvalidParams
 from txgate.core.status import Status, eca3_message_status
-from txgate.core.types import normalise_address, parse_address, parse_bytes
+from txgate.core.types import checksum, normalise_address, parse_address, parse_bytes
 from txgate.custody.directory import customer_account
 from txgate.custody.events import move, now, record
 from txgate.custody.policy import PolicyHook, Verdict
@@ -36,7 +36,11 @@ def parse_personal(params: list[Any]) -> tuple[str, bytes, dict[str, Any]]:
     message = parse_bytes(body["message"], param="0.message")
     if len(message) > MAX_MESSAGE:
         raise InvalidParams(f"0.message is larger than {MAX_MESSAGE} bytes", param="0.message")
-    return address, message, parse_message_metadata(params[1] if len(params) > 1 else None, param="1")
+    return (
+        address,
+        message,
+        parse_message_metadata(params[1] if len(params) > 1 else None, param="1"),
+    )
 
 
 def parse_typed(params: list[Any]) -> tuple[str, dict[str, Any], str, dict[str, Any]]:
@@ -62,7 +66,12 @@ def parse_typed(params: list[Any]) -> tuple[str, dict[str, Any], str, dict[str, 
             raise InvalidParams(f"0.data.{key} is required", param=f"0.data.{key}")
     if not isinstance(data["types"], dict) or "EIP712Domain" not in data["types"]:
         raise InvalidParams("0.data.types must include EIP712Domain", param="0.data.types")
-    return address, data, version, parse_message_metadata(params[1] if len(params) > 1 else None, param="1")
+    return (
+        address,
+        data,
+        version,
+        parse_message_metadata(params[1] if len(params) > 1 else None, param="1"),
+    )
 
 
 async def request_signature(
@@ -77,7 +86,9 @@ async def request_signature(
     meta: dict[str, Any],
 ) -> SignedMessage:
     """Create the request, ask the policy, and sign at once when allowed (all in one commit)."""
-    account = await customer_account(session, customer_id=caller.customer_id, address=address, param="0.address")
+    account = await customer_account(
+        session, customer_id=caller.customer_id, address=address, param="0.address"
+    )
     stamp = now()
     message = SignedMessage(
         id=str(uuid.uuid4()),
@@ -103,7 +114,12 @@ async def request_signature(
     )
     decision = await policy.decide(session, caller=caller, subject=message)
     if decision.verdict is Verdict.BLOCK:
-        move(session, message, Status.BLOCKED, reason=f"Blocked by policy rule {decision.rule!r}: {decision.reason}")
+        move(
+            session,
+            message,
+            Status.BLOCKED,
+            reason=f"Blocked by policy rule {decision.rule!r}: {decision.reason}",
+        )
         return message
     if decision.verdict is Verdict.REQUIRE_APPROVAL:
         move(session, message, Status.PENDING_APPROVAL, payload={"policy": {"rule": decision.rule}})
@@ -113,12 +129,16 @@ async def request_signature(
     return message
 
 
-async def sign_approved(session: AsyncSession, *, vault: Vault, message: SignedMessage, sealed_key: bytes) -> None:
+async def sign_approved(
+    session: AsyncSession, *, vault: Vault, message: SignedMessage, sealed_key: bytes
+) -> None:
     signer = vault.signer(message.address, sealed_key)
     if message.version == PERSONAL:
         signature = await signer.sign_personal_message(bytes.fromhex(message.payload[2:]))
     else:
-        signature = await signer.sign_typed_data(message.payload, "v3" if message.version == TYPED_V3 else "v4")
+        signature = await signer.sign_typed_data(
+            message.payload, "v3" if message.version == TYPED_V3 else "v4"
+        )
     message.signature = signature
     move(session, message, Status.SIGNED, payload={"signature": signature})
     await audit(
@@ -131,11 +151,9 @@ async def sign_approved(session: AsyncSession, *, vault: Vault, message: SignedM
 
 
 def eca3_signed_message(message: SignedMessage) -> dict[str, Any]:
-    from eth_utils import to_checksum_address
-
     body: dict[str, Any] = {
         "id": message.id,
-        "address": to_checksum_address(message.address),
+        "address": checksum(message.address),
         "signatureVersion": message.version,
         "status": eca3_message_status(Status(message.status), reason=message.reason),
     }

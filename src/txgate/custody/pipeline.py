@@ -29,6 +29,7 @@ from txgate.audit.log import append as audit
 from txgate.chain.client import NodeClient
 from txgate.core.errors import ChainError, TxgateError
 from txgate.core.status import Status
+from txgate.core.types import checksum
 from txgate.custody.events import move
 from txgate.custody.signer import Signer
 from txgate.custody.vault import Vault
@@ -91,7 +92,9 @@ class Pipeline:
 
     def start(self) -> None:
         for chain_id in self._nodes:
-            self._tasks.append(asyncio.create_task(self._run(chain_id), name=f"pipeline-{chain_id}"))
+            self._tasks.append(
+                asyncio.create_task(self._run(chain_id), name=f"pipeline-{chain_id}")
+            )
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -135,7 +138,10 @@ class Pipeline:
                 (
                     await session.execute(
                         select(Transaction.from_address)
-                        .where(Transaction.status == Status.APPROVED.value, Transaction.chain_id == chain_id)
+                        .where(
+                            Transaction.status == Status.APPROVED.value,
+                            Transaction.chain_id == chain_id,
+                        )
                         .distinct()
                     )
                 ).scalars()
@@ -179,7 +185,9 @@ class Pipeline:
                 tx.raw = signed.raw
                 tx.tx_hash = signed.tx_hash
                 tx.was_signed = True
-                move(session, tx, Status.SIGNED, payload={"hash": signed.tx_hash, "nonce": tx.nonce})
+                move(
+                    session, tx, Status.SIGNED, payload={"hash": signed.tx_hash, "nonce": tx.nonce}
+                )
                 await audit(
                     session,
                     actor="custodian",
@@ -229,8 +237,13 @@ class Pipeline:
             pending = list(
                 (
                     await session.execute(
-                        select(Transaction.id, Transaction.raw, Transaction.tx_hash, Transaction.meta)
-                        .where(Transaction.status == Status.SIGNED.value, Transaction.chain_id == chain_id)
+                        select(
+                            Transaction.id, Transaction.raw, Transaction.tx_hash, Transaction.meta
+                        )
+                        .where(
+                            Transaction.status == Status.SIGNED.value,
+                            Transaction.chain_id == chain_id,
+                        )
                         .order_by(Transaction.from_address, Transaction.nonce)
                         .limit(BROADCAST_BATCH)
                     )
@@ -240,7 +253,9 @@ class Pipeline:
         if not to_send:
             return 0
         node = self._nodes[chain_id]
-        answers = await node.batch([("eth_sendRawTransaction", ["0x" + row.raw.hex()]) for row in to_send])
+        answers = await node.batch(
+            [("eth_sendRawTransaction", ["0x" + row.raw.hex()]) for row in to_send]
+        )
         outcomes: dict[str, tuple[Status, str | None]] = {}
         for row, answer in zip(to_send, answers, strict=True):
             if not isinstance(answer, ChainError):
@@ -297,11 +312,13 @@ class Pipeline:
         calls += [("eth_getTransactionCount", [sender, "latest"]) for sender in senders]
         head_and_nonces = await node.batch(calls)
         receipts = await node.batch([("eth_getTransactionReceipt", [tx.tx_hash]) for tx in watched])
+        quantities: list[int] = []
         for answer in head_and_nonces:
             if isinstance(answer, ChainError):
                 raise answer
-        head = int(head_and_nonces[0], 16)
-        chain_nonce = {sender: int(value, 16) for sender, value in zip(senders, head_and_nonces[1:], strict=True)}
+            quantities.append(int(answer, 16))
+        head = quantities[0]
+        chain_nonce = dict(zip(senders, quantities[1:], strict=True))
 
         settled: dict[str, tuple[Status, str | None, int | None]] = {}
         mined_nonces: dict[tuple[str, int], str] = {}
@@ -326,22 +343,38 @@ class Pipeline:
             if winner is not None and tx.replaces_id is None:
                 settled[tx.id] = (Status.REPLACED, f"Replaced by transaction {winner}", None)
             elif winner is not None:
-                settled[tx.id] = (Status.FAILED, "The transaction it replaced was mined first", None)
+                settled[tx.id] = (
+                    Status.FAILED,
+                    "The transaction it replaced was mined first",
+                    None,
+                )
             elif not await self._nonce_taken_by_sibling(tx):
-                settled[tx.id] = (Status.FAILED, "Dropped: its nonce was used by another transaction", None)
+                settled[tx.id] = (
+                    Status.FAILED,
+                    "Dropped: its nonce was used by another transaction",
+                    None,
+                )
         await self._rebroadcast_stale(chain_id, watched, receipts, settled)
         if not settled:
             return 0
         async with self._db.transaction() as session:
             rows = (
-                await session.execute(select(Transaction).where(Transaction.id.in_(list(settled))).with_for_update())
+                await session.execute(
+                    select(Transaction).where(Transaction.id.in_(list(settled))).with_for_update()
+                )
             ).scalars()
             for tx in rows:
                 if tx.status not in (Status.SUBMITTED.value, Status.SIGNED.value):
                     continue
-                status, reason, block = settled[tx.id]
-                tx.block_number = block
-                move(session, tx, status, reason=reason, payload={"hash": tx.tx_hash, "blockNumber": block})
+                status, reason, block_number = settled[tx.id]
+                tx.block_number = block_number
+                move(
+                    session,
+                    tx,
+                    status,
+                    reason=reason,
+                    payload={"hash": tx.tx_hash, "blockNumber": block_number},
+                )
         return len(settled)
 
     async def _nonce_taken_by_sibling(self, tx: Transaction) -> bool:
@@ -354,14 +387,20 @@ class Pipeline:
                         Transaction.from_address == tx.from_address,
                         Transaction.nonce == tx.nonce,
                         Transaction.id != tx.id,
-                        Transaction.status.in_([Status.SIGNED.value, Status.SUBMITTED.value, Status.MINED.value]),
+                        Transaction.status.in_(
+                            [Status.SIGNED.value, Status.SUBMITTED.value, Status.MINED.value]
+                        ),
                     )
                 )
             ).first()
         return sibling is not None
 
     async def _rebroadcast_stale(
-        self, chain_id: int, watched: list[Transaction], receipts: list[Any], settled: Mapping[str, Any]
+        self,
+        chain_id: int,
+        watched: list[Transaction],
+        receipts: list[Any],
+        settled: Mapping[str, Any],
     ) -> None:
         """Re-send raw bytes of long-pending transactions: a node restart empties its pool."""
         stale_before = datetime.now(UTC).timestamp() - REBROADCAST_AFTER_SECONDS
@@ -375,7 +414,9 @@ class Pipeline:
             and _timestamp(tx.updated_at) < stale_before
         ]
         if stale:
-            await self._nodes[chain_id].batch([("eth_sendRawTransaction", ["0x" + tx.raw.hex()]) for tx in stale if tx.raw])
+            await self._nodes[chain_id].batch(
+                [("eth_sendRawTransaction", ["0x" + tx.raw.hex()]) for tx in stale if tx.raw]
+            )
 
 
 def _timestamp(moment: datetime) -> float:
@@ -383,8 +424,6 @@ def _timestamp(moment: datetime) -> float:
 
 
 def _unsigned(tx: Transaction) -> dict[str, Any]:
-    from eth_utils import to_checksum_address
-
     body: dict[str, Any] = {
         "chainId": tx.chain_id,
         "nonce": tx.nonce,
@@ -393,7 +432,7 @@ def _unsigned(tx: Transaction) -> dict[str, Any]:
         "gas": tx.gas,
     }
     if tx.to_address:
-        body["to"] = to_checksum_address(tx.to_address)
+        body["to"] = checksum(tx.to_address)
     if tx.tx_type == 2:
         body["type"] = 2
         body["maxFeePerGas"] = tx.max_fee_per_gas
@@ -401,4 +440,3 @@ def _unsigned(tx: Transaction) -> dict[str, Any]:
     else:
         body["gasPrice"] = tx.gas_price
     return body
-

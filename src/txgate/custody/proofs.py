@@ -16,6 +16,7 @@ from jwt.algorithms import ECAlgorithm
 from sqlalchemy import select
 
 from txgate.audit.log import append as audit
+from txgate.core.types import checksum
 from txgate.custody.tokens import Caller
 from txgate.custody.vault import Vault
 from txgate.storage.engine import Database
@@ -27,7 +28,14 @@ ALGORITHM = "ES256"
 class ProofSigner:
     """Holds the active signing key (opened once at start) and the public keys of all keys."""
 
-    def __init__(self, *, kid: str, private_key: ec.EllipticCurvePrivateKey, jwks: list[dict[str, Any]], issuer: str) -> None:
+    def __init__(
+        self,
+        *,
+        kid: str,
+        private_key: ec.EllipticCurvePrivateKey,
+        jwks: list[dict[str, Any]],
+        issuer: str,
+    ) -> None:
         self._kid = kid
         self._key = private_key
         self._jwks = jwks
@@ -40,15 +48,23 @@ class ProofSigner:
     async def load(cls, database: Database, vault: Vault, *, issuer: str) -> ProofSigner:
         """Open the newest unretired key, creating the first one on a new database."""
         async with database.transaction() as session:
-            keys = list((await session.execute(select(SigningKey).order_by(SigningKey.created_at))).scalars())
+            keys = list(
+                (
+                    await session.execute(select(SigningKey).order_by(SigningKey.created_at))
+                ).scalars()
+            )
             active = next((key for key in reversed(keys) if key.retired_at is None), None)
             if active is None:
                 private = ec.generate_private_key(ec.SECP256R1())
                 pem = private.private_bytes(
-                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
                 )
                 public_jwk = json.loads(ECAlgorithm.to_jwk(private.public_key()))
-                kid = hashlib.sha256(json.dumps(public_jwk, sort_keys=True).encode()).hexdigest()[:16]
+                kid = hashlib.sha256(json.dumps(public_jwk, sort_keys=True).encode()).hexdigest()[
+                    :16
+                ]
                 public_jwk.update({"kid": kid, "alg": ALGORITHM, "use": "sig"})
                 active = SigningKey(
                     kid=kid,
@@ -59,18 +75,31 @@ class ProofSigner:
                 )
                 session.add(active)
                 keys.append(active)
-                await audit(session, actor="custodian", action="signing_key.created", subject=f"jwk:{kid}")
+                await audit(
+                    session, actor="custodian", action="signing_key.created", subject=f"jwk:{kid}"
+                )
             pem = vault.unseal(active.sealed_key, context=f"jwt:{active.kid}".encode())
         private_key = serialization.load_pem_private_key(pem, password=None)
         assert isinstance(private_key, ec.EllipticCurvePrivateKey)
-        return cls(kid=active.kid, private_key=private_key, jwks=[key.public_jwk for key in keys], issuer=issuer)
+        return cls(
+            kid=active.kid,
+            private_key=private_key,
+            jwks=[key.public_jwk for key in keys],
+            issuer=issuer,
+        )
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": self._jwks}
 
     def _sign(self, claims: dict[str, Any], ttl: int) -> str:
         now = datetime.now(UTC)
-        body = {"iss": self.issuer, "iat": now, "nbf": now, "exp": now + timedelta(seconds=ttl), "jti": str(uuid.uuid4())}
+        body = {
+            "iss": self.issuer,
+            "iat": now,
+            "nbf": now,
+            "exp": now + timedelta(seconds=ttl),
+            "jti": str(uuid.uuid4()),
+        }
         body.update(claims)
         return jwt.encode(body, self._key, algorithm=ALGORITHM, headers={"kid": self._kid})
 
@@ -87,11 +116,9 @@ class ProofSigner:
         )
 
     def signed_accounts(self, caller: Caller, accounts: list[Account], *, ttl: int) -> str:
-        from eth_utils import to_checksum_address
-
         payload = {
             "customerId": caller.customer_id,
             "customerName": caller.customer_name,
-            "accounts": [{"address": to_checksum_address(a.address), "name": a.name} for a in accounts],
+            "accounts": [{"address": checksum(a.address), "name": a.name} for a in accounts],
         }
         return self._sign({"sub": caller.user_id, "payload": payload}, ttl)

@@ -14,7 +14,7 @@ from txgate.core.types import Address, parse_address, parse_bytes, parse_uint
 
 MIN_GAS = 21_000
 MAX_GAS = 30_000_000
-# A fee above this is almost certainly a unit mistake (gwei typed as wei × 1e9); refuse it.
+# A fee above this is almost certainly a unit mistake (gwei typed as wei, times 1e9); refuse it.
 MAX_FEE_PER_GAS = 100_000 * 10**9
 MAX_NOTE = 1_000
 MAX_URL = 2_000
@@ -59,7 +59,9 @@ def _optional_text(meta: dict[str, Any], key: str, *, param: str, limit: int) ->
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > limit:
-        raise InvalidParams(f"{param}.{key} must be a string of at most {limit} characters", param=f"{param}.{key}")
+        raise InvalidParams(
+            f"{param}.{key} must be a string of at most {limit} characters", param=f"{param}.{key}"
+        )
     return value
 
 
@@ -76,7 +78,9 @@ def parse_transaction(params: list[Any], *, supported_chains: frozenset[int]) ->
     if len(data) > MAX_DATA:
         raise InvalidParams(f"0.data is larger than {MAX_DATA} bytes", param="0.data")
     if to is None and not data:
-        raise InvalidParams("0.to is required unless 0.data holds contract creation code", param="0.to")
+        raise InvalidParams(
+            "0.to is required unless 0.data holds contract creation code", param="0.to"
+        )
     if "gas" not in tx:
         raise InvalidParams("0.gas (the gas limit) is required", param="0.gas")
     gas = parse_uint(tx["gas"], param="0.gas")
@@ -84,28 +88,39 @@ def parse_transaction(params: list[Any], *, supported_chains: frozenset[int]) ->
         raise InvalidParams(f"0.gas must be between {MIN_GAS} and {MAX_GAS}", param="0.gas")
 
     has_1559 = "maxFeePerGas" in tx or "maxPriorityFeePerGas" in tx
-    if "type" in tx:
-        tx_type = parse_uint(tx["type"], param="0.type", maximum=0xFF)
-    else:
-        tx_type = 2 if has_1559 else 0
+    inferred = 2 if has_1559 else 0
+    tx_type = parse_uint(tx["type"], param="0.type", maximum=0xFF) if "type" in tx else inferred
     max_fee = max_priority = gas_price = None
     if tx_type == 2:
         for key in ("maxFeePerGas", "maxPriorityFeePerGas"):
             if key not in tx:
-                raise InvalidParams(f"0.{key} is required for an EIP-1559 (type 0x2) transaction", param=f"0.{key}")
+                raise InvalidParams(
+                    f"0.{key} is required for an EIP-1559 (type 0x2) transaction", param=f"0.{key}"
+                )
         if "gasPrice" in tx:
-            raise InvalidParams("0.gasPrice cannot be combined with type 0x2 fee fields", param="0.gasPrice")
+            raise InvalidParams(
+                "0.gasPrice cannot be combined with type 0x2 fee fields", param="0.gasPrice"
+            )
         max_fee = parse_uint(tx["maxFeePerGas"], param="0.maxFeePerGas", maximum=MAX_FEE_PER_GAS)
-        max_priority = parse_uint(tx["maxPriorityFeePerGas"], param="0.maxPriorityFeePerGas", maximum=MAX_FEE_PER_GAS)
+        max_priority = parse_uint(
+            tx["maxPriorityFeePerGas"], param="0.maxPriorityFeePerGas", maximum=MAX_FEE_PER_GAS
+        )
         if max_priority > max_fee:
-            raise InvalidParams("0.maxPriorityFeePerGas must not exceed 0.maxFeePerGas", param="0.maxPriorityFeePerGas")
+            raise InvalidParams(
+                "0.maxPriorityFeePerGas must not exceed 0.maxFeePerGas",
+                param="0.maxPriorityFeePerGas",
+            )
         if max_fee == 0:
             raise InvalidParams("0.maxFeePerGas must be above zero", param="0.maxFeePerGas")
     elif tx_type in (0, 1):
         if has_1559:
-            raise InvalidParams("fee fields maxFeePerGas/maxPriorityFeePerGas need type 0x2", param="0.type")
+            raise InvalidParams(
+                "fee fields maxFeePerGas/maxPriorityFeePerGas need type 0x2", param="0.type"
+            )
         if "gasPrice" not in tx:
-            raise InvalidParams("0.gasPrice is required for a legacy transaction", param="0.gasPrice")
+            raise InvalidParams(
+                "0.gasPrice is required for a legacy transaction", param="0.gasPrice"
+            )
         gas_price = parse_uint(tx["gasPrice"], param="0.gasPrice", maximum=MAX_FEE_PER_GAS)
         if gas_price == 0:
             raise InvalidParams("0.gasPrice must be above zero", param="0.gasPrice")
@@ -118,7 +133,10 @@ def parse_transaction(params: list[Any], *, supported_chains: frozenset[int]) ->
     chain_id = parse_uint(meta["chainId"], param="1.chainId", maximum=2**63 - 1)
     if chain_id not in supported_chains:
         supported = ", ".join(hex(chain) for chain in sorted(supported_chains)) or "none"
-        raise InvalidParams(f"chain {chain_id:#x} is not supported by this custodian (supported: {supported})", param="1.chainId")
+        raise InvalidParams(
+            f"chain {chain_id:#x} is not supported by this custodian (supported: {supported})",
+            param="1.chainId",
+        )
     return TransactionRequest(
         chain_id=chain_id,
         tx_type=tx_type,
@@ -136,13 +154,21 @@ def parse_transaction(params: list[Any], *, supported_chains: frozenset[int]) ->
 
 def parse_transaction_metadata(meta: dict[str, Any], *, param: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, limit in (("originUrl", MAX_URL), ("note", MAX_NOTE), ("transactionCategory", 40), ("rpcUrl", MAX_URL)):
+    for key, limit in (
+        ("originUrl", MAX_URL),
+        ("note", MAX_NOTE),
+        ("transactionCategory", 40),
+        ("rpcUrl", MAX_URL),
+    ):
         text = _optional_text(meta, key, param=param, limit=limit)
         if text is not None:
             out[key] = text
     publishes = meta.get("custodianPublishesTransaction", True)
     if not isinstance(publishes, bool):
-        raise InvalidParams(f"{param}.custodianPublishesTransaction must be a boolean", param=f"{param}.custodianPublishesTransaction")
+        raise InvalidParams(
+            f"{param}.custodianPublishesTransaction must be a boolean",
+            param=f"{param}.custodianPublishesTransaction",
+        )
     out["custodianPublishesTransaction"] = publishes
     return out
 
@@ -165,6 +191,10 @@ def parse_fee_bump(value: Any, *, param: str) -> FeeBump:
     def field_(key: str) -> int | None:
         if meta.get(key) is None:
             return None
-        return parse_uint(meta[key], param=f"{param}.{key}", maximum=MAX_GAS if key == "gas" else MAX_FEE_PER_GAS)
+        return parse_uint(
+            meta[key], param=f"{param}.{key}", maximum=MAX_GAS if key == "gas" else MAX_FEE_PER_GAS
+        )
 
-    return FeeBump(field_("gas"), field_("maxFeePerGas"), field_("maxPriorityFeePerGas"), field_("gasPrice"))
+    return FeeBump(
+        field_("gas"), field_("maxFeePerGas"), field_("maxPriorityFeePerGas"), field_("gasPrice")
+    )

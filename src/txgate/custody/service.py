@@ -50,7 +50,9 @@ class Custodian:
         await db.upgrade()
         vault = await Vault.open(
             db.transaction,
-            passphrase=settings.vault_passphrase.get_secret_value() if settings.vault_passphrase else None,
+            passphrase=settings.vault_passphrase.get_secret_value()
+            if settings.vault_passphrase
+            else None,
             key_file=settings.resolved_vault_key_file,
         )
         nodes: dict[int, NodeClient] = {}
@@ -66,10 +68,18 @@ class Custodian:
             database=db,
             vault=vault,
             nodes=nodes,
-            settings=PipelineSettings(confirmations=settings.confirmations, poll_interval=settings.poll_interval),
+            settings=PipelineSettings(
+                confirmations=settings.confirmations, poll_interval=settings.poll_interval
+            ),
         )
         return cls(
-            settings=settings, db=db, vault=vault, nodes=nodes, proofs=proofs, policy=policy or AllowAll(), pipeline=pipeline
+            settings=settings,
+            db=db,
+            vault=vault,
+            nodes=nodes,
+            proofs=proofs,
+            policy=policy or AllowAll(),
+            pipeline=pipeline,
         )
 
     def start(self) -> None:
@@ -90,4 +100,6 @@ class Custodian:
         try:
             encode_typed_data(full_message=data)
         except Exception as error:  # eth-account raises many kinds for malformed typed data
-            raise InvalidParams(f"0.data is not valid EIP-712 typed data: {str(error)[:200]}", param="0.data") from None
+            raise InvalidParams(
+                f"0.data is not valid EIP-712 typed data: {str(error)[:200]}", param="0.data"
+            ) from None

@@ -98,6 +98,8 @@ class Signer(ABC):
     """Signs for one account. Every method may raise `InvalidParams` (bad payload) or
     `VaultError` (the key could not be used)."""
 
+    __slots__ = ()
+
     @property
     @abstractmethod
     def address(self) -> str:
@@ -219,7 +221,7 @@ def prepare_transaction(tx: Mapping[str, Any], *, address: str) -> dict[str, Any
 
 
 def typed_data_version(version: str) -> str:
-    """ "v3" or "v4" from "v3"/"v4" or the ECA-3 names "eip_712_v3"/"eip_712_v4"."""
+    """Normalise a typed-data version: v3 or v4, also as eip_712_v3 or eip_712_v4 (ECA-3)."""
     normalised = _TYPED_DATA_VERSIONS.get(version.lower()) if isinstance(version, str) else None
     if normalised is None:
         raise InvalidParams(

@@ -77,21 +77,38 @@ async def issue_refresh_token(
         expires_at=now + timedelta(seconds=ttl) if ttl else None,
     )
     session.add(row)
-    await audit(session, actor=actor, action="token.issued", subject=f"user:{user.id}", details={"refresh_token_id": row.id})
+    await audit(
+        session,
+        actor=actor,
+        action="token.issued",
+        subject=f"user:{user.id}",
+        details={"refresh_token_id": row.id},
+    )
     return token
 
 
 async def exchange_refresh_token(
-    session: AsyncSession, *, refresh_token: str, access_ttl: int, rotate: bool, refresh_ttl: int | None
+    session: AsyncSession,
+    *,
+    refresh_token: str,
+    access_ttl: int,
+    rotate: bool,
+    refresh_ttl: int | None,
 ) -> TokenGrant:
     """Trade a refresh token for an access token (and, with rotation, a new refresh token)."""
     now = datetime.now(UTC)
     row = (
         await session.execute(
-            select(RefreshToken).where(RefreshToken.token_hash == token_hash(refresh_token)).with_for_update()
+            select(RefreshToken)
+            .where(RefreshToken.token_hash == token_hash(refresh_token))
+            .with_for_update()
         )
     ).scalar_one_or_none()
-    if row is None or row.revoked_at is not None or (row.expires_at and _utc(row.expires_at) <= now):
+    if (
+        row is None
+        or row.revoked_at is not None
+        or (row.expires_at and _utc(row.expires_at) <= now)
+    ):
         raise Unauthenticated("refresh token is unknown, expired or revoked")
     user = await session.get(User, row.user_id)
     assert user is not None
@@ -168,12 +185,26 @@ async def revoke(session: AsyncSession, *, token: str, actor: str) -> bool:
             .where(AccessToken.refresh_token_id == refresh.id, AccessToken.revoked_at.is_(None))
             .values(revoked_at=now)
         )
-        await audit(session, actor=actor, action="token.revoked", subject=f"user:{refresh.user_id}", details={"refresh_token_id": refresh.id})
+        await audit(
+            session,
+            actor=actor,
+            action="token.revoked",
+            subject=f"user:{refresh.user_id}",
+            details={"refresh_token_id": refresh.id},
+        )
         return True
-    access = (await session.execute(select(AccessToken).where(AccessToken.token_hash == digest))).scalar_one_or_none()
+    access = (
+        await session.execute(select(AccessToken).where(AccessToken.token_hash == digest))
+    ).scalar_one_or_none()
     if access is not None:
         access.revoked_at = access.revoked_at or now
-        await audit(session, actor=actor, action="token.revoked", subject=f"user:{access.user_id}", details={"access_token_id": access.id})
+        await audit(
+            session,
+            actor=actor,
+            action="token.revoked",
+            subject=f"user:{access.user_id}",
+            details={"access_token_id": access.id},
+        )
         return True
     return False
 
@@ -182,10 +213,20 @@ async def revoke_user_tokens(session: AsyncSession, *, user_id: str, actor: str)
     """Revoke every refresh and access token of a user (an off-boarding or a lost device)."""
     now = datetime.now(UTC)
     result = await session.execute(
-        update(RefreshToken).where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)).values(revoked_at=now)
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
     )
     await session.execute(
-        update(AccessToken).where(AccessToken.user_id == user_id, AccessToken.revoked_at.is_(None)).values(revoked_at=now)
+        update(AccessToken)
+        .where(AccessToken.user_id == user_id, AccessToken.revoked_at.is_(None))
+        .values(revoked_at=now)
     )
-    await audit(session, actor=actor, action="token.revoked", subject=f"user:{user_id}", details={"all": True})
+    await audit(
+        session,
+        actor=actor,
+        action="token.revoked",
+        subject=f"user:{user_id}",
+        details={"all": True},
+    )
     return int(getattr(result, "rowcount", 0) or 0)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from txgate.audit.log import append as audit
 from txgate.core.errors import Conflict, InvalidParams
 from txgate.core.status import FINAL, Status, eca3_transaction_status
-from txgate.core.types import normalise_address, to_hex_bytes, to_hex_uint
+from txgate.core.types import checksum, normalise_address, to_hex_bytes, to_hex_uint
 from txgate.custody.directory import customer_account
 from txgate.custody.events import move, now, record
 from txgate.custody.policy import Decision, PolicyHook, Verdict
@@ -28,7 +28,9 @@ CANCEL_GAS = 21_000
 async def create_transaction(
     session: AsyncSession, *, caller: Caller, request: TransactionRequest, policy: PolicyHook
 ) -> Transaction:
-    await customer_account(session, customer_id=caller.customer_id, address=request.from_address, param="0.from")
+    await customer_account(
+        session, customer_id=caller.customer_id, address=request.from_address, param="0.from"
+    )
     stamp = now()
     tx = Transaction(
         id=str(uuid.uuid4()),
@@ -75,12 +77,19 @@ async def apply_decision(session: AsyncSession, tx: Transaction, decision: Decis
     if decision.verdict is Verdict.ALLOW:
         move(session, tx, Status.APPROVED, payload={"policy": details})
     elif decision.verdict is Verdict.BLOCK:
-        move(session, tx, Status.BLOCKED, reason=f"Blocked by policy rule {decision.rule!r}: {decision.reason}")
+        move(
+            session,
+            tx,
+            Status.BLOCKED,
+            reason=f"Blocked by policy rule {decision.rule!r}: {decision.reason}",
+        )
     else:
         move(session, tx, Status.PENDING_APPROVAL, payload={"policy": details})
 
 
-async def get_transaction(session: AsyncSession, *, caller: Caller, tx_id: str) -> Transaction | None:
+async def get_transaction(
+    session: AsyncSession, *, caller: Caller, tx_id: str
+) -> Transaction | None:
     if not isinstance(tx_id, str) or len(tx_id) > 64:
         raise InvalidParams("0 must be a transaction id string", param="0")
     tx = await session.get(Transaction, tx_id)
@@ -96,12 +105,21 @@ def _bumped(old: int | None, new: int | None, *, param: str) -> int | None:
     if new is None:
         return minimum
     if new < minimum:
-        raise InvalidParams(f"{param} must be at least {minimum:#x} (+{REPLACEMENT_BUMP_PERCENT}%) to replace", param=param)
+        raise InvalidParams(
+            f"{param} must be at least {minimum:#x} (+{REPLACEMENT_BUMP_PERCENT}%) to replace",
+            param=param,
+        )
     return new
 
 
 async def replace_transaction(
-    session: AsyncSession, *, caller: Caller, tx_id: Any, action: Any, bump: FeeBump, policy: PolicyHook
+    session: AsyncSession,
+    *,
+    caller: Caller,
+    tx_id: Any,
+    action: Any,
+    bump: FeeBump,
+    policy: PolicyHook,
 ) -> Transaction:
     """A speed-up (same call, higher fees) or cancel (empty self-transfer) at the same nonce.
 
@@ -117,7 +135,9 @@ async def replace_transaction(
     if original is None or original.customer_id != caller.customer_id:
         raise InvalidParams(f"no transaction {tx_id!r}", param="0.transactionId")
     if Status(original.status) not in (Status.SIGNED, Status.SUBMITTED) or original.nonce is None:
-        raise Conflict(f"transaction {tx_id} is {original.status}; only a signed or submitted transaction can be replaced")
+        raise Conflict(
+            f"transaction {tx_id} is {original.status}; only a signed or submitted transaction can be replaced"
+        )
     cancel = action == "cancel"
     stamp = now()
     replacement = Transaction(
@@ -131,9 +151,13 @@ async def replace_transaction(
         value=0 if cancel else original.value,
         data=b"" if cancel else original.data,
         gas=bump.gas or (CANCEL_GAS if cancel else original.gas),
-        max_fee_per_gas=_bumped(original.max_fee_per_gas, bump.max_fee_per_gas, param="1.maxFeePerGas"),
+        max_fee_per_gas=_bumped(
+            original.max_fee_per_gas, bump.max_fee_per_gas, param="1.maxFeePerGas"
+        ),
         max_priority_fee_per_gas=_bumped(
-            original.max_priority_fee_per_gas, bump.max_priority_fee_per_gas, param="1.maxPriorityFeePerGas"
+            original.max_priority_fee_per_gas,
+            bump.max_priority_fee_per_gas,
+            param="1.maxPriorityFeePerGas",
         ),
         gas_price=_bumped(original.gas_price, bump.gas_price, param="1.gasPrice"),
         nonce=original.nonce,
@@ -155,7 +179,9 @@ async def replace_transaction(
         subject=f"transaction:{replacement.id}",
         details={"replaces": original.id, "nonce": original.nonce},
     )
-    await apply_decision(session, replacement, await policy.decide(session, caller=caller, subject=replacement))
+    await apply_decision(
+        session, replacement, await policy.decide(session, caller=caller, subject=replacement)
+    )
     return replacement
 
 
@@ -191,6 +217,4 @@ def is_final(tx: Transaction) -> bool:
 
 
 def _checksum(address: str) -> str:
-    from eth_utils import to_checksum_address
-
-    return str(to_checksum_address(address))
+    return str(checksum(address))

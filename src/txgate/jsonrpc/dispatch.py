@@ -44,7 +44,14 @@ class Dispatcher(Generic[ContextT]):
     def __init__(self) -> None:
         self._methods: dict[str, MethodSpec[ContextT]] = {}
 
-    def add(self, name: str, handler: Handler[ContextT], *, min_params: int = 0, max_params: int | None = None) -> None:
+    def add(
+        self,
+        name: str,
+        handler: Handler[ContextT],
+        *,
+        min_params: int = 0,
+        max_params: int | None = None,
+    ) -> None:
         self._methods[name] = MethodSpec(name, handler, min_params, max_params)
 
     @property
@@ -62,7 +69,9 @@ class Dispatcher(Generic[ContextT]):
             if not document:
                 return error_response(None, InvalidRequest("empty batch"))
             if len(document) > MAX_BATCH:
-                return error_response(None, InvalidRequest(f"a batch holds at most {MAX_BATCH} calls"))
+                return error_response(
+                    None, InvalidRequest(f"a batch holds at most {MAX_BATCH} calls")
+                )
             # In order, not concurrently: a batch of createTransaction keeps its order.
             responses = [await self._handle_one(item, context) for item in document]
             answered = [response for response in responses if response is not None]
