@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account as EthAccount
+
 from support.custodian import CustodianProcess, Eca3Client, fund, seed
 from support.node_proxy import NodeProxy
-
 from txgate.chain import Anvil, NodeClient
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from eth_account import Account as EthAccount
 from eth_account.messages import encode_defunct, encode_typed_data
+
 from support.contracts import compile_test_contracts, connect, deploy
 from support.custodian import CustodianProcess, Eca3Client, Seeded, fund, seed
-
 from txgate.chain import DEV_ACCOUNTS, Anvil
 
 pytestmark = pytest.mark.integration
@@ -25,10 +25,19 @@ MAIL = {
             {"name": "verifyingContract", "type": "address"},
         ],
         "Person": [{"name": "name", "type": "string"}, {"name": "wallet", "type": "address"}],
-        "Mail": [{"name": "from", "type": "Person"}, {"name": "to", "type": "Person"}, {"name": "contents", "type": "string"}],
+        "Mail": [
+            {"name": "from", "type": "Person"},
+            {"name": "to", "type": "Person"},
+            {"name": "contents", "type": "string"},
+        ],
     },
     "primaryType": "Mail",
-    "domain": {"name": "Ether Mail", "version": "1", "chainId": 31337, "verifyingContract": "0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC"},
+    "domain": {
+        "name": "Ether Mail",
+        "version": "1",
+        "chainId": 31337,
+        "verifyingContract": "0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC",
+    },
     "message": {
         "from": {"name": "Cow", "wallet": "0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826"},
         "to": {"name": "Bob", "wallet": "0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB"},
@@ -38,7 +47,9 @@ MAIL = {
 
 
 @pytest.fixture
-async def custodian(database_url: str, anvil: Anvil, tmp_path: Path) -> AsyncIterator[tuple[CustodianProcess, Seeded]]:
+async def custodian(
+    database_url: str, anvil: Anvil, tmp_path: Path
+) -> AsyncIterator[tuple[CustodianProcess, Seeded]]:
     seeded = await seed(database_url)
     await fund(anvil.url, seeded.accounts)
     process = await CustodianProcess(database_url, anvil.url, tmp_path / "data").start()
@@ -48,7 +59,9 @@ async def custodian(database_url: str, anvil: Anvil, tmp_path: Path) -> AsyncIte
         await process.stop()
 
 
-async def test_eth_and_erc20_transfers_are_mined_as_requested(custodian: tuple[CustodianProcess, Seeded], anvil: Anvil) -> None:
+async def test_eth_and_erc20_transfers_are_mined_as_requested(
+    custodian: tuple[CustodianProcess, Seeded], anvil: Anvil
+) -> None:
     process, seeded = custodian
     sender, _ = seeded.accounts
     recipient = EthAccount.create().address
@@ -61,8 +74,15 @@ async def test_eth_and_erc20_transfers_are_mined_as_requested(custodian: tuple[C
         tx_id = await client.call(
             "custodian_createTransaction",
             [
-                {"from": sender, "to": recipient, "type": "0x2", "value": hex(12345), "gas": hex(21000),
-                 "maxFeePerGas": hex(20 * 10**9), "maxPriorityFeePerGas": hex(10**9)},
+                {
+                    "from": sender,
+                    "to": recipient,
+                    "type": "0x2",
+                    "value": hex(12345),
+                    "gas": hex(21000),
+                    "maxFeePerGas": hex(20 * 10**9),
+                    "maxPriorityFeePerGas": hex(10**9),
+                },
                 {"chainId": hex(31337), "note": "eth transfer", "originUrl": "https://app.example"},
             ],
         )
@@ -77,12 +97,17 @@ async def test_eth_and_erc20_transfers_are_mined_as_requested(custodian: tuple[C
             assert receipt["status"] == 1
             assert receipt["from"] == sender and receipt["to"] == recipient
             onchain = w3.eth.get_transaction(final["transaction"]["hash"])
-            assert onchain["value"] == 12345 and onchain["nonce"] == int(final["transaction"]["nonce"], 16)
+            assert onchain["value"] == 12345 and onchain["nonce"] == int(
+                final["transaction"]["nonce"], 16
+            )
             assert w3.eth.get_balance(recipient) == 12345
 
             contract = w3.eth.contract(address=token, abi=token_artifact["abi"])
             fund_tx = contract.functions.transfer(sender, 10**21).build_transaction(
-                {"from": DEV_ACCOUNTS[1].address, "nonce": w3.eth.get_transaction_count(DEV_ACCOUNTS[1].address)}
+                {
+                    "from": DEV_ACCOUNTS[1].address,
+                    "nonce": w3.eth.get_transaction_count(DEV_ACCOUNTS[1].address),
+                }
             )
             signed = EthAccount.sign_transaction(fund_tx, DEV_ACCOUNTS[1].private_key)
             w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction))
@@ -91,8 +116,16 @@ async def test_eth_and_erc20_transfers_are_mined_as_requested(custodian: tuple[C
         tx_id = await client.call(
             "custodian_createTransaction",
             [
-                {"from": sender, "to": token, "type": "0x2", "value": "0x0", "data": calldata, "gas": hex(100_000),
-                 "maxFeePerGas": hex(20 * 10**9), "maxPriorityFeePerGas": hex(10**9)},
+                {
+                    "from": sender,
+                    "to": token,
+                    "type": "0x2",
+                    "value": "0x0",
+                    "data": calldata,
+                    "gas": hex(100_000),
+                    "maxFeePerGas": hex(20 * 10**9),
+                    "maxPriorityFeePerGas": hex(10**9),
+                },
                 {"chainId": hex(31337), "transactionCategory": "transfer"},
             ],
         )
@@ -105,18 +138,33 @@ async def test_eth_and_erc20_transfers_are_mined_as_requested(custodian: tuple[C
             assert receipt["to"] == token and len(receipt["logs"]) == 1
 
 
-async def test_signatures_recover_to_the_account(custodian: tuple[CustodianProcess, Seeded]) -> None:
+async def test_signatures_recover_to_the_account(
+    custodian: tuple[CustodianProcess, Seeded],
+) -> None:
     process, seeded = custodian
     account = seeded.accounts[0]
     async with Eca3Client(process.url, seeded.refresh_tokens["alice"]) as client:
-        message_id = await client.call("custodian_sign", [{"address": account, "message": "0x" + b"hello world".hex()}, {"chainId": "0x7a69"}])
+        message_id = await client.call(
+            "custodian_sign",
+            [{"address": account, "message": "0x" + b"hello world".hex()}, {"chainId": "0x7a69"}],
+        )
         signed = await client.call("custodian_getSignedMessageById", [message_id])
         assert signed["status"]["signed"] and signed["signatureVersion"] == "personal_sign"
-        assert EthAccount.recover_message(encode_defunct(b"hello world"), signature=signed["signature"]) == account
+        assert (
+            EthAccount.recover_message(
+                encode_defunct(b"hello world"), signature=signed["signature"]
+            )
+            == account
+        )
 
         for version in ("v3", "v4"):
-            message_id = await client.call("custodian_signTypedData", [{"address": account, "data": MAIL, "version": version}, {}])
+            message_id = await client.call(
+                "custodian_signTypedData",
+                [{"address": account, "data": MAIL, "version": version}, {}],
+            )
             signed = await client.call("custodian_getSignedMessageById", [message_id])
             assert signed["signatureVersion"] == f"eip_712_{version}"
-            recovered = EthAccount.recover_message(encode_typed_data(full_message=MAIL), signature=signed["signature"])
+            recovered = EthAccount.recover_message(
+                encode_typed_data(full_message=MAIL), signature=signed["signature"]
+            )
             assert recovered == account
