@@ -137,6 +137,8 @@ async def append(
     session.add(entry)
     head.count = entry.id
     head.last_hash = entry.hash
+    # Flush now: the tables have no ORM relationships, so only flushing in order keeps rows
+    # added before this entry (a user, then its token) ahead of the rows that refer to them.
     await session.flush()
     return entry
 
@@ -206,27 +208,44 @@ async def export(
 
 
 async def _lock_head(session: AsyncSession) -> AuditHead:
+    """The head row, locked until the caller's transaction ends. Within one transaction the lock
+    is taken once: later appends (a group commit appends many) reuse the locked row."""
+    transaction = session.sync_session.get_transaction()
+    cached = session.info.get(_HEAD_KEY)
+    if cached is not None and cached[0] is transaction:
+        head: AuditHead = cached[1]
+        return head
+    head = await _select_head(session)
+    session.info[_HEAD_KEY] = (transaction, head)
+    return head
+
+
+async def _select_head(session: AsyncSession) -> AuditHead:
     query = (
         select(AuditHead)
         .where(AuditHead.id == HEAD_ID)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-    head = (await session.execute(query)).scalar_one_or_none()
-    if head is None:
-        # Two first appends may race: the loser's insert waits for the winner, then does nothing.
-        values = {"id": HEAD_ID, "last_hash": GENESIS_HASH, "count": 0}
-        dialect = session.get_bind().dialect.name
-        create: Executable
-        if dialect == "postgresql":
-            create = postgresql_insert(AuditHead).values(values).on_conflict_do_nothing()
-        elif dialect == "sqlite":
-            create = sqlite_insert(AuditHead).values(values).on_conflict_do_nothing()
-        else:
-            create = insert(AuditHead).values(values)
-        await session.execute(create)
-        head = (await session.execute(query)).scalar_one()
+    found = (await session.execute(query)).scalar_one_or_none()
+    if found is not None:
+        return found
+    # Two first appends may race: the loser's insert waits for the winner, then does nothing.
+    values = {"id": HEAD_ID, "last_hash": GENESIS_HASH, "count": 0}
+    dialect = session.get_bind().dialect.name
+    create: Executable
+    if dialect == "postgresql":
+        create = postgresql_insert(AuditHead).values(values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        create = sqlite_insert(AuditHead).values(values).on_conflict_do_nothing()
+    else:
+        create = insert(AuditHead).values(values)
+    await session.execute(create)
+    head: AuditHead = (await session.execute(query)).scalar_one()
     return head
+
+
+_HEAD_KEY = "txgate.audit.locked_head"
 
 
 async def _records(

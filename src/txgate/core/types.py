@@ -19,13 +19,14 @@ Address = NewType("Address", str)
 
 UINT256_MAX = 2**256 - 1
 
+# Used with `fullmatch`: `$` with `match` would also accept a trailing newline.
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _UINT_RE = re.compile(r"^0x[0-9a-fA-F]+$")
 _BYTES_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
 
 
 def parse_address(value: object, *, param: str) -> Address:
-    if not isinstance(value, str) or not _ADDRESS_RE.match(value):
+    if not isinstance(value, str) or not _ADDRESS_RE.fullmatch(value):
         raise InvalidParams(f"{param} must be a 0x-prefixed 20-byte hex address", param=param)
     return Address(to_checksum_address(value))
 
@@ -42,7 +43,7 @@ def normalise_address(address: str) -> str:
 
 def parse_uint(value: object, *, param: str, maximum: int = UINT256_MAX) -> int:
     """A 0x-prefixed hex quantity (the JSON-RPC `uint`), as an int in base units."""
-    if isinstance(value, bool) or not isinstance(value, str) or not _UINT_RE.match(value):
+    if isinstance(value, bool) or not isinstance(value, str) or not _UINT_RE.fullmatch(value):
         raise InvalidParams(
             f"{param} must be a 0x-prefixed hex unsigned integer, got {_show(value)}", param=param
         )
@@ -53,7 +54,7 @@ def parse_uint(value: object, *, param: str, maximum: int = UINT256_MAX) -> int:
 
 
 def parse_bytes(value: object, *, param: str) -> bytes:
-    if not isinstance(value, str) or not _BYTES_RE.match(value):
+    if not isinstance(value, str) or not _BYTES_RE.fullmatch(value):
         raise InvalidParams(
             f"{param} must be 0x-prefixed hex bytes of even length, got {_show(value)}", param=param
         )

@@ -98,10 +98,11 @@ class Eca3Methods:
 
     async def create_transaction(self, caller: Caller, params: list[Any]) -> str:
         request = parse_transaction(params, supported_chains=self.custodian.supported_chains)
-        async with self.custodian.db.transaction() as session:
-            tx = await transactions.create_transaction(
+        tx = await self.custodian.writes.run(
+            lambda session: transactions.create_transaction(
                 session, caller=caller, request=request, policy=self.custodian.policy
             )
+        )
         self.custodian.wake()
         return tx.id
 
@@ -171,8 +172,8 @@ class Eca3Methods:
     async def _request_signature(
         self, caller: Caller, address: str, version: str, payload: Any, meta: dict[str, Any]
     ) -> str:
-        async with self.custodian.db.transaction() as session:
-            message = await messages.request_signature(
+        message = await self.custodian.writes.run(
+            lambda session: messages.request_signature(
                 session,
                 caller=caller,
                 vault=self.custodian.vault,
@@ -182,6 +183,7 @@ class Eca3Methods:
                 payload=payload,
                 meta=meta,
             )
+        )
         return message.id
 
     async def get_signed_message_by_id(

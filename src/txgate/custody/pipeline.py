@@ -38,7 +38,8 @@ from txgate.storage.tables import Account, NonceCursor, Transaction
 
 log = structlog.get_logger(__name__)
 
-SIGN_BATCH = 100
+# Small batches keep the write lock short, so new requests interleave with signing.
+SIGN_BATCH = 32
 BROADCAST_BATCH = 100
 TRACK_BATCH = 200
 REBROADCAST_AFTER_SECONDS = 30.0
@@ -85,6 +86,7 @@ class Pipeline:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._signers: dict[str, Signer] = {}
+        self._known_cursors: set[tuple[int, str]] = set()
 
     def wake(self) -> None:
         """New work was committed: run the stages now instead of at the next poll."""
@@ -198,8 +200,14 @@ class Pipeline:
             return len(ready)
 
     async def _cursor_exists(self, chain_id: int, address: str) -> bool:
+        # A cursor row, once written, is never deleted: remember it instead of asking again.
+        if (chain_id, address) in self._known_cursors:
+            return True
         async with self._db.read() as session:
-            return await session.get(NonceCursor, (chain_id, address)) is not None
+            found = await session.get(NonceCursor, (chain_id, address)) is not None
+        if found:
+            self._known_cursors.add((chain_id, address))
+        return found
 
     async def _lock_cursor(
         self, session: AsyncSession, chain_id: int, address: str, first_nonce: int | None

@@ -115,7 +115,8 @@ def parse_transaction(params: list[Any], *, supported_chains: frozenset[int]) ->
     elif tx_type in (0, 1):
         if has_1559:
             raise InvalidParams(
-                "fee fields maxFeePerGas/maxPriorityFeePerGas need type 0x2", param="0.type"
+                "0.type must be 0x2 with fee fields maxFeePerGas/maxPriorityFeePerGas",
+                param="0.type",
             )
         if "gasPrice" not in tx:
             raise InvalidParams(
@@ -134,7 +135,7 @@ def parse_transaction(params: list[Any], *, supported_chains: frozenset[int]) ->
     if chain_id not in supported_chains:
         supported = ", ".join(hex(chain) for chain in sorted(supported_chains)) or "none"
         raise InvalidParams(
-            f"chain {chain_id:#x} is not supported by this custodian (supported: {supported})",
+            f"1.chainId {chain_id:#x} is not supported by this custodian (supported: {supported})",
             param="1.chainId",
         )
     return TransactionRequest(

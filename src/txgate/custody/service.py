@@ -16,6 +16,7 @@ from txgate.custody.policy import AllowAll, PolicyHook
 from txgate.custody.proofs import ProofSigner
 from txgate.custody.vault import Vault
 from txgate.storage.engine import Database
+from txgate.storage.group_commit import GroupCommit
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +41,8 @@ class Custodian:
         self.policy = policy
         self.pipeline = pipeline
         self.supported_chains = frozenset(self.nodes)
+        # Requests that only insert (create transaction, request signature) share commits.
+        self.writes = GroupCommit(db)
 
     @classmethod
     async def open(

@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 ContextT = TypeVar("ContextT")
 Handler = Callable[[ContextT, list[Any]], Awaitable[Any]]
 
-MAX_BATCH = 100
+MAX_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +86,12 @@ class Dispatcher(Generic[ContextT]):
             return error_response(None, InvalidRequest("id must be a string, a number or null"))
         try:
             method, params = _check_request(call)
+        except InvalidRequest as error:
+            # Not a Request object, so not a notification either: always answered (§5).
+            return error_response(call_id, error)
+        except InvalidParams as error:  # params by name: a well-formed call ECA-3 does not take
+            return None if "id" not in call else error_response(call_id, error)
+        try:
             spec = self._methods.get(method)
             if spec is None:
                 raise MethodNotFound(f"method {method!r} is not implemented by this server")
