@@ -198,7 +198,9 @@ async def main() -> None:
     print(f"custody throughput, N={args.n}, backend={backend}, anvil automine")
     print(f"  direct (eth-account → anvil): {direct['tps']:8.1f} tx/s")
     ratio = custody["tps"] / direct["tps"]
-    print(f"  custodian (create → mined):   {custody['tps']:8.1f} tx/s   ratio {ratio:.2f} of direct")
+    print(
+        f"  custodian (create → mined):   {custody['tps']:8.1f} tx/s   ratio {ratio:.2f} of direct"
+    )
     print(f"  all {args.n} creates answered in {custody['create_s']:.2f} s")
     print(
         f"  create → mined latency:       p50 {custody['p50']:.0f} ms   p95 {custody['p95']:.0f} ms"
