@@ -19,7 +19,8 @@ POSTGRES_URL = os.environ.get(
 
 @pytest.fixture(scope="session")
 async def anvil() -> AsyncIterator[Anvil]:
-    async with Anvil() as node:
+    # A large dev balance: every test funds its accounts from the same dev account.
+    async with Anvil(extra_args=["--balance", "100000000"]) as node:
         yield node
 
 

@@ -72,7 +72,7 @@ async def seed(
 
 
 async def fund(
-    node_url: str, addresses: list[str], *, wei: int = 10**21, funder_index: int = 0
+    node_url: str, addresses: list[str], *, wei: int = 10**20, funder_index: int = 0
 ) -> None:
     async with NodeClient(node_url) as node:
         chain_id = await node.chain_id()

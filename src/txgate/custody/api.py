@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import FastAPI, Request
@@ -127,7 +128,11 @@ def _request_id(body: bytes) -> Any:
 async def _token_form(request: Request) -> dict[str, Any]:
     """The token endpoints take JSON (what MMI sends) or a form body (what RFC 6749 says)."""
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        return dict((await request.form()).items())
+        # Parsed here: Starlette's `request.form()` needs python-multipart, not a dependency.
+        try:
+            return dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        except UnicodeDecodeError:
+            raise InvalidParams("form body is not UTF-8") from None
     try:
         body = json.loads(await request.body())
     except ValueError:
