@@ -3,6 +3,7 @@ httpx transport for the failures a healthy node never produces."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -93,7 +94,7 @@ async def test_signed_eip1559_transfer(client: NodeClient) -> None:
     tx_hash = await client.send_raw_transaction(bytes(signed.raw_transaction))
 
     assert tx_hash == "0x" + bytes(signed.hash).hex()
-    receipt = await client.get_transaction_receipt(tx_hash)  # anvil mines on arrival
+    receipt = await _receipt(client, tx_hash)
     assert receipt is not None
     assert receipt["status"] == "0x1"
     tx = await client.get_transaction(tx_hash)
@@ -199,7 +200,7 @@ async def test_reverting_call_reports_reason(client: NodeClient, w3: Web3) -> No
         }
     )
     tx_hash = await client.send_raw_transaction(bytes(signed.raw_transaction))
-    receipt = await client.get_transaction_receipt(tx_hash)
+    receipt = await _receipt(client, tx_hash)
     assert receipt is not None
     assert receipt["status"] == "0x0"
 
@@ -312,3 +313,13 @@ async def test_malformed_quantity_is_a_chain_error() -> None:
     async with NodeClient("http://node:8545", transport=transport) as node_client:
         with pytest.raises(ChainError, match="malformed quantity"):
             await node_client.block_number()
+
+
+async def _receipt(client: NodeClient, tx_hash: str) -> dict[str, Any] | None:
+    """Anvil automines, but the receipt may trail the send by a moment on a loaded machine."""
+    for _ in range(100):
+        receipt = await client.get_transaction_receipt(tx_hash)
+        if receipt is not None:
+            return receipt
+        await asyncio.sleep(0.05)
+    return None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import structlog
+import uvloop
 import typer
 from rich.console import Console
 
@@ -76,7 +77,8 @@ def configure_logging(settings: Settings) -> None:
 def run(work: Coroutine[Any, Any, T]) -> T:
     """Run async work for a command; a `TxgateError` becomes a one-line message and exit 1."""
     try:
-        return asyncio.run(work)
+        # uvloop: the same asyncio API on libuv, markedly faster for a busy HTTP service.
+        return uvloop.run(work)
     except TxgateError as error:
         err_console.print(f"[red]error:[/red] {error.message}", highlight=False)
         raise typer.Exit(1) from None

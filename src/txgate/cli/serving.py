@@ -30,7 +30,8 @@ async def serve_custodian(
     """Serve until Ctrl-C / SIGTERM; the pipeline runs alongside and stops with the server."""
     app = create_app(custodian)
     config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5
+        app,
+        http="httptools", log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5
     )
     server = uvicorn.Server(config)
     custodian.start()
