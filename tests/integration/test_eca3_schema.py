@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 SPEC_PATH = Path(
     os.environ.get(
         "TXGATE_ECA3_SPEC",
-        Path(__file__).resolve().parents[3] / "shared" / "specs" / "eca3-openrpc.json",
+        Path(__file__).resolve().parents[2] / "docs" / "specs" / "eca3-openrpc.json",
     )
 )
 SPEC_URI = "urn:txgate:eca3-openrpc"
@@ -88,7 +88,7 @@ SPEC_DEFECTS: list[tuple[str, Any]] = [
 
 def _load_spec() -> dict[str, Any]:
     if not SPEC_PATH.is_file():
-        pytest.skip(f"ECA-3 spec not found at {SPEC_PATH}; set TXGATE_ECA3_SPEC")
+        pytest.fail(f"ECA-3 spec not found at {SPEC_PATH}; set TXGATE_ECA3_SPEC")
     spec: dict[str, Any] = json.loads(SPEC_PATH.read_text())
     return spec
 

@@ -62,7 +62,18 @@ class NodeProxy:
         return self
 
     def pass_through(self) -> None:
+        """New broadcasts go through; ones already held stay held (their sender is gone)."""
         self.hold_broadcasts = False
+
+    def hold(self) -> None:
+        """Hold every broadcast from now on, until `release()`."""
+        self.hold_broadcasts = True
+        self._release = asyncio.Event()
+
+    def release(self) -> None:
+        """Let held broadcasts go on to the node, and pass new ones through."""
+        self.hold_broadcasts = False
+        self._release.set()
 
     async def stop(self) -> None:
         self._release.set()

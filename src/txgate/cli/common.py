@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Coroutine
@@ -10,8 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import structlog
-import uvloop
 import typer
+import uvloop
 from rich.console import Console
 
 from txgate.config import Settings, load_settings
@@ -55,6 +54,7 @@ def configure_logging(settings: Settings) -> None:
     # httpx logs full request URLs at INFO; node URLs may carry API keys.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if settings.log_json

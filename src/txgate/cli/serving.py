@@ -31,7 +31,11 @@ async def serve_custodian(
     app = create_app(custodian)
     config = uvicorn.Config(
         app,
-        http="httptools", log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5
+        http="httptools",
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
     custodian.start()

@@ -46,6 +46,13 @@ def create_app(custodian: Custodian, *, manage_lifecycle: bool = False) -> FastA
     app.add_middleware(BodyLimit, limit=custodian.settings.max_body_bytes)
     dispatcher = Eca3Methods(custodian).dispatcher()
 
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, _error: Exception) -> JSONResponse:
+        # The traceback goes to the log (Starlette logs it); the caller gets JSON and no internals.
+        return JSONResponse(
+            {"error": "server_error", "error_description": "internal error"}, status_code=500
+        )
+
     @app.post("/v3/json-rpc")
     async def json_rpc(request: Request) -> Response:
         body = await request.body()

@@ -151,5 +151,7 @@ async def customer_account(
     so a caller cannot probe which addresses the custodian holds for others."""
     account = await session.get(Account, normalise_address(address))
     if account is None or account.customer_id != customer_id:
-        raise InvalidParams(f"{address} is not an account of your organisation", param=param)
+        raise InvalidParams(
+            f"{param}: {address} is not an account of your organisation", param=param
+        )
     return account

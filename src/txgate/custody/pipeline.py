@@ -31,6 +31,7 @@ from txgate.core.errors import ChainError, TxgateError
 from txgate.core.status import Status
 from txgate.core.types import checksum
 from txgate.custody.events import move
+from txgate.custody.nonces import lock_cursor, release_failed_nonce
 from txgate.custody.signer import Signer
 from txgate.custody.vault import Vault
 from txgate.storage.engine import Database
@@ -212,12 +213,7 @@ class Pipeline:
     async def _lock_cursor(
         self, session: AsyncSession, chain_id: int, address: str, first_nonce: int | None
     ) -> NonceCursor:
-        query = (
-            select(NonceCursor)
-            .where(NonceCursor.chain_id == chain_id, NonceCursor.address == address)
-            .with_for_update()
-        )
-        cursor = (await session.execute(query)).scalar_one_or_none()
+        cursor = await lock_cursor(session, chain_id, address)
         if cursor is None:
             if first_nonce is None:
                 first_nonce = await self._initial_nonce(chain_id, address)
@@ -279,17 +275,28 @@ class Pipeline:
                 log.info("pipeline.broadcast_deferred", tx_id=row.id, error=answer.message)
         if not outcomes:
             return 0
+        refused = any(status is Status.FAILED for status, _ in outcomes.values())
+        fees = await node.fee_suggestion() if refused else (0, 0)
         async with self._db.transaction() as session:
-            rows = (
-                await session.execute(
-                    select(Transaction).where(Transaction.id.in_(list(outcomes))).with_for_update()
-                )
-            ).scalars()
+            rows = list(
+                (
+                    await session.execute(
+                        select(Transaction)
+                        .where(Transaction.id.in_(list(outcomes)))
+                        .order_by(Transaction.nonce.desc())
+                        .with_for_update()
+                    )
+                ).scalars()
+            )
             for tx in rows:
                 if tx.status != Status.SIGNED.value:
                     continue  # another replica got there first
                 status, reason = outcomes[tx.id]
                 move(session, tx, status, reason=reason, payload={"hash": tx.tx_hash})
+            # Newest nonce first, so a run of refusals at the end rewinds the cursor step by step.
+            for tx in rows:
+                if tx.status == Status.FAILED.value and outcomes[tx.id][0] is Status.FAILED:
+                    await release_failed_nonce(session, tx, max_fee=fees[0], priority_fee=fees[1])
         return len(outcomes)
 
     # -- confirmation --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from txgate.audit.log import append as audit
 from txgate.core.errors import Conflict, InvalidParams
-from txgate.core.status import FINAL, Status, eca3_transaction_status
+from txgate.core.status import Status, eca3_transaction_status
 from txgate.core.types import checksum, normalise_address, to_hex_bytes, to_hex_uint
 from txgate.custody.directory import customer_account
 from txgate.custody.events import move, now, record
@@ -133,7 +133,7 @@ async def replace_transaction(
         await session.execute(select(Transaction).where(Transaction.id == tx_id).with_for_update())
     ).scalar_one_or_none()
     if original is None or original.customer_id != caller.customer_id:
-        raise InvalidParams(f"no transaction {tx_id!r}", param="0.transactionId")
+        raise InvalidParams(f"0.transactionId: no transaction {tx_id!r}", param="0.transactionId")
     if Status(original.status) not in (Status.SIGNED, Status.SUBMITTED) or original.nonce is None:
         raise Conflict(
             f"transaction {tx_id} is {original.status}; only a signed or submitted transaction can be replaced"
@@ -191,8 +191,7 @@ def eca3_transaction(tx: Transaction) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": tx.id,
         "type": to_hex_uint(tx.tx_type),
-        "from": _checksum(tx.from_address),
-        "to": _checksum(tx.to_address) if tx.to_address else None,
+        "from": checksum(tx.from_address),
         "value": to_hex_uint(tx.value),
         "gas": to_hex_uint(tx.gas),
         "nonce": to_hex_uint(tx.nonce) if tx.nonce is not None else None,
@@ -201,6 +200,8 @@ def eca3_transaction(tx: Transaction) -> dict[str, Any]:
         "chainId": to_hex_uint(tx.chain_id),
         "status": eca3_transaction_status(status, reason=tx.reason, was_signed=tx.was_signed),
     }
+    if tx.to_address:  # absent for a contract creation: the spec's address type has no null
+        body["to"] = checksum(tx.to_address)
     if tx.tx_type == 2:
         body["maxFeePerGas"] = to_hex_uint(tx.max_fee_per_gas or 0)
         body["maxPriorityFeePerGas"] = to_hex_uint(tx.max_priority_fee_per_gas or 0)
@@ -210,11 +211,3 @@ def eca3_transaction(tx: Transaction) -> dict[str, Any]:
         body["signedRawTransaction"] = to_hex_bytes(tx.raw)
     metadata = {"chainId": to_hex_uint(tx.chain_id), **tx.meta}
     return {"transaction": body, "metadata": metadata}
-
-
-def is_final(tx: Transaction) -> bool:
-    return Status(tx.status) in FINAL
-
-
-def _checksum(address: str) -> str:
-    return str(checksum(address))
