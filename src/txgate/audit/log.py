@@ -137,9 +137,7 @@ async def append(
     session.add(entry)
     head.count = entry.id
     head.last_hash = entry.hash
-    # Flush now: the tables have no ORM relationships, so only flushing in order keeps rows
-    # added before this entry (a user, then its token) ahead of the rows that refer to them.
-    await session.flush()
+    # No flush here: a group commit appends many entries and they are inserted together.
     return entry
 
 

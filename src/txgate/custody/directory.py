@@ -29,6 +29,9 @@ async def create_customer(session: AsyncSession, *, name: str, actor: str) -> Cu
         raise Conflict(f"a customer named {name!r} already exists")
     customer = Customer(id=str(uuid.uuid4()), name=name, created_at=_now())
     session.add(customer)
+    # The tables declare no ORM relationships, so flushing here is what inserts a parent row
+    # before the rows that refer to it later in the same transaction.
+    await session.flush()
     await audit(
         session,
         actor=actor,
@@ -71,6 +74,7 @@ async def create_user(
         id=str(uuid.uuid4()), customer_id=customer.id, name=name, role=role, created_at=_now()
     )
     session.add(user)
+    await session.flush()
     await audit(
         session,
         actor=actor,
@@ -125,6 +129,7 @@ async def create_account(
         created_at=_now(),
     )
     session.add(account)
+    await session.flush()
     await audit(
         session,
         actor=actor,

@@ -322,18 +322,21 @@ class Pipeline:
         node = self._nodes[chain_id]
         senders = sorted({tx.from_address for tx in watched})
         # Nonces first, receipts second: a nonce that moved past ours while our receipt is still
-        # missing can only mean another transaction took the nonce.
+        # missing can only mean another transaction took the nonce. Only a transaction below its
+        # account's nonce can have a receipt, so only those are asked for.
         calls: list[tuple[str, list[Any]]] = [("eth_blockNumber", [])]
         calls += [("eth_getTransactionCount", [sender, "latest"]) for sender in senders]
-        head_and_nonces = await node.batch(calls)
-        receipts = await node.batch([("eth_getTransactionReceipt", [tx.tx_hash]) for tx in watched])
         quantities: list[int] = []
-        for answer in head_and_nonces:
+        for answer in await node.batch(calls):
             if isinstance(answer, ChainError):
                 raise answer
             quantities.append(int(answer, 16))
         head = quantities[0]
         chain_nonce = dict(zip(senders, quantities[1:], strict=True))
+        used = [tx for tx in watched if tx.nonce is not None and tx.nonce < chain_nonce[tx.from_address]]
+        answers = await node.batch([("eth_getTransactionReceipt", [tx.tx_hash]) for tx in used])
+        by_id = {tx.id: answer for tx, answer in zip(used, answers, strict=True)}
+        receipts = [by_id.get(tx.id) for tx in watched]
 
         settled: dict[str, tuple[Status, str | None, int | None]] = {}
         mined_nonces: dict[tuple[str, int], str] = {}

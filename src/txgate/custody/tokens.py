@@ -124,6 +124,7 @@ async def exchange_refresh_token(
             expires_at=now + timedelta(seconds=refresh_ttl) if refresh_ttl else None,
         )
         session.add(successor)
+        await session.flush()  # before the access token that refers to it
         row.revoked_at = now
         row.replaced_by = successor.id
         source_id = successor.id
