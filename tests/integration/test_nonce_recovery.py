@@ -4,6 +4,9 @@ was the newest nonce, and a no-op gap filler takes the nonce when later ones are
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +104,45 @@ async def test_refused_transaction_gives_its_nonce_back(
             ]
         assert len(fillers) == 1
         assert fillers[0]["to"].lower() == sender.lower() and int(fillers[0]["value"], 16) == 0
+
+
+async def test_nonce_cli_shows_and_resyncs_cursors(
+    database_url: str, anvil: Anvil, tmp_path: Path
+) -> None:
+    seeded = await seed(database_url, accounts=1)
+    sender = seeded.accounts[0]
+    await fund(anvil.url, [sender], wei=ETH)
+    process = await CustodianProcess(database_url, anvil.url, tmp_path / "data").start()
+    try:
+        async with Eca3Client(process.url, seeded.refresh_tokens["alice"]) as client:
+            tx_id = await client.call(
+                "custodian_createTransaction",
+                [_transfer(sender, 1), {"chainId": hex(anvil.chain_id)}],
+            )
+            assert (await client.wait_final(tx_id))["transaction"]["status"]["success"]
+    finally:
+        await process.stop()
+    env = {
+        **os.environ,
+        "TXGATE_DATABASE_URL": database_url,
+        "TXGATE_DATA_DIR": str(tmp_path / "data"),
+    }
+    cli = [sys.executable, "-m", "txgate.cli", "custodian", "nonce"]
+    shown = subprocess.run([*cli, "show"], env=env, capture_output=True, text=True, check=True)
+    assert sender in shown.stdout
+    resync = [*cli, "resync", "--account", sender, "--chain-url", anvil.url]
+    unchanged = subprocess.run(resync, env=env, capture_output=True, text=True, check=True)
+    assert "unchanged" in unchanged.stdout
+
+    # The chain moves ahead of the custodian's database (as after restoring an older backup).
+    async with NodeClient(anvil.url) as node:
+        await node.call("anvil_setNonce", [sender, hex(7)])
+    moved = subprocess.run(resync, env=env, capture_output=True, text=True, check=True)
+    assert "moved from 1 to 7" in moved.stdout
+    bad = subprocess.run(
+        [*cli, "resync", "--account", sender, "--chain-url", "http://127.0.0.1:9"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "error" in bad.stderr

@@ -33,9 +33,6 @@ class Settings(BaseSettings):
     rpc_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     confirmations: int = Field(default=1, ge=1, le=1000)
     poll_interval: float = Field(default=0.25, gt=0, le=60)
-    drop_after_seconds: float = Field(
-        default=600, gt=0, description="Pending this long with its nonce used elsewhere → dropped"
-    )
 
     # Custodian HTTP service.
     custodian_host: str = "127.0.0.1"

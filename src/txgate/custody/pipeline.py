@@ -333,7 +333,9 @@ class Pipeline:
             quantities.append(int(answer, 16))
         head = quantities[0]
         chain_nonce = dict(zip(senders, quantities[1:], strict=True))
-        used = [tx for tx in watched if tx.nonce is not None and tx.nonce < chain_nonce[tx.from_address]]
+        used = [
+            tx for tx in watched if tx.nonce is not None and tx.nonce < chain_nonce[tx.from_address]
+        ]
         answers = await node.batch([("eth_getTransactionReceipt", [tx.tx_hash]) for tx in used])
         by_id = {tx.id: answer for tx, answer in zip(used, answers, strict=True)}
         receipts = [by_id.get(tx.id) for tx in watched]

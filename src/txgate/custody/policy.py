@@ -38,7 +38,7 @@ class PolicyHook(ABC):
 
 
 class AllowAll(PolicyHook):
-    """Placeholder policy: every request is allowed. Never the default outside `txgate up`."""
+    """Placeholder policy until the policy engine lands: every request is allowed."""
 
     async def decide(
         self, session: AsyncSession, *, caller: Caller, subject: Transaction | SignedMessage
