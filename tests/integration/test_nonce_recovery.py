@@ -146,3 +146,64 @@ async def test_nonce_cli_shows_and_resyncs_cursors(
         text=True,
     )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "error" in bad.stderr
+
+
+async def test_nonce_fill_lets_waiting_transactions_through(
+    database_url: str, anvil: Anvil, tmp_path: Path
+) -> None:
+    seeded = await seed(database_url, accounts=1)
+    sender = seeded.accounts[0]
+    await fund(anvil.url, [sender], wei=ETH)
+    async with NodeClient(anvil.url) as node:
+        await node.call("anvil_setNonce", [sender, hex(3)])  # the cursor is seeded at 3
+    process = await CustodianProcess(database_url, anvil.url, tmp_path / "data").start()
+    env = {
+        **os.environ,
+        "TXGATE_DATABASE_URL": database_url,
+        "TXGATE_DATA_DIR": str(tmp_path / "data"),
+    }
+    fill = [
+        sys.executable,
+        "-m",
+        "txgate.cli",
+        "custodian",
+        "nonce",
+        "fill",
+        "--account",
+        sender,
+        "--chain-url",
+        anvil.url,
+    ]
+    try:
+        async with Eca3Client(process.url, seeded.refresh_tokens["alice"]) as client:
+            first = await client.call(
+                "custodian_createTransaction",
+                [_transfer(sender, 1), {"chainId": hex(anvil.chain_id)}],
+            )
+            assert (await client.wait_final(first))["transaction"]["nonce"] == "0x3"
+            async with NodeClient(anvil.url) as node:
+                await node.call("anvil_setNonce", [sender, hex(2)])  # now nonces 2 and 3 are holes
+            tx_id = await client.call(
+                "custodian_createTransaction",
+                [_transfer(sender, 1), {"chainId": hex(anvil.chain_id)}],
+            )
+            for _ in range(200):
+                status = (await client.call("custodian_getTransactionById", [tx_id]))["transaction"]
+                if status["status"]["submitted"]:
+                    break
+                await asyncio.sleep(0.02)
+            assert status["nonce"] == "0x4" and not status["status"]["finished"]
+            for hole in (2, 3):
+                filled = subprocess.run(fill, env=env, capture_output=True, text=True, check=True)
+                assert f"at nonce {hole} queued" in filled.stdout, filled.stdout
+                async with NodeClient(anvil.url) as node:
+                    for _ in range(200):
+                        if await node.get_transaction_count(sender, "latest") > hole:
+                            break
+                        await asyncio.sleep(0.02)
+            final = await client.wait_final(tx_id)
+            assert final["transaction"]["status"]["success"], final
+            nothing = subprocess.run(fill, env=env, capture_output=True, text=True, check=True)
+            assert "nothing to fill" in nothing.stdout
+    finally:
+        await process.stop()

@@ -13,7 +13,7 @@ from txgate.chain import NodeClient
 from txgate.cli.common import DatabaseUrl, DataDir, console, run, settings_from
 from txgate.core.status import Status
 from txgate.core.types import checksum, normalise_address, parse_address
-from txgate.custody.nonces import lock_cursor
+from txgate.custody.nonces import add_gap_filler, lock_cursor
 from txgate.storage.engine import Database
 from txgate.storage.tables import NonceCursor, Transaction
 
@@ -105,6 +105,65 @@ def resync(
                     details={"chain_id": chain_id, "from": before, "to": pending},
                 )
                 return f"cursor moved from {before} to {pending}"
+        finally:
+            await db.dispose()
+
+    console.print(run(work()))
+
+
+@app.command("fill")
+def fill(
+    account: Annotated[str, typer.Option("--account", help="Account address")],
+    chain_url: Annotated[str, typer.Option("--chain-url", help="Node of the chain with the hole")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Fill the hole at the chain's next nonce with a zero-value self-transfer, so transactions
+    waiting behind it can be mined (after the automatic filler was refused for lack of gas).
+    A running custodian signs and sends the filler."""
+    settings = settings_from(data_dir, database_url=database_url)
+
+    async def work() -> str:
+        address = normalise_address(parse_address(account, param="--account"))
+        async with NodeClient(chain_url) as node:
+            chain_id = await node.chain_id()
+            hole = await node.get_transaction_count(address, "latest")
+            max_fee, priority = await node.fee_suggestion()
+        db = Database(settings.resolved_database_url)
+        try:
+            await db.upgrade()
+            async with db.transaction() as session:
+                await lock_cursor(session, chain_id, address)
+                mine = select(Transaction).where(
+                    Transaction.chain_id == chain_id, Transaction.from_address == address
+                )
+                holder = (
+                    await session.execute(
+                        mine.where(Transaction.nonce == hole, Transaction.status.in_(_IN_FLIGHT))
+                    )
+                ).scalar_one_or_none()
+                if holder is not None:
+                    return (
+                        f"nonce {hole} is already held by transaction {holder.id} ({holder.status})"
+                    )
+                waiting = (
+                    await session.execute(
+                        mine.where(Transaction.nonce > hole, Transaction.status.in_(_IN_FLIGHT))
+                        .order_by(Transaction.nonce)
+                        .limit(1)
+                    )
+                ).scalar_one_or_none()
+                if waiting is None:
+                    return f"no transaction waits behind nonce {hole}: nothing to fill"
+                filler = await add_gap_filler(
+                    session,
+                    waiting,
+                    nonce=hole,
+                    max_fee=max_fee,
+                    priority_fee=priority,
+                    actor="admin-cli",
+                )
+                return f"filler {filler.id} at nonce {hole} queued for signing"
         finally:
             await db.dispose()
 

@@ -97,7 +97,7 @@ async def release_failed_nonce(
         return None
     if failed.replace_action == FILL_ACTION:
         # The filler itself was refused (the account cannot pay for gas): an operator must fund
-        # the account; the next failure-free filler attempt comes from `txgate custodian nonce fill`.
+        # the account, then run `txgate custodian nonce fill`.
         log.warning(
             "nonce.fill_refused",
             account=failed.from_address,
