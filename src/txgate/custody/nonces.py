@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from txgate.audit.log import append as audit
@@ -53,29 +53,23 @@ async def release_failed_nonce(
     if failed.nonce is None:
         return None
     cursor = await lock_cursor(session, failed.chain_id, failed.from_address)
-    later = (
-        await session.execute(
+
+    def holding(*condition: ColumnElement[bool]) -> Select[int]:
+        return (
             select(func.count())
             .select_from(Transaction)
             .where(
                 Transaction.chain_id == failed.chain_id,
                 Transaction.from_address == failed.from_address,
-                Transaction.nonce > failed.nonce,
                 Transaction.status.in_(_HOLDING_NONCE),
+                *condition,
             )
         )
-    ).scalar_one()
+
+    later = (await session.execute(holding(Transaction.nonce > failed.nonce))).scalar_one()
     same = (
         await session.execute(
-            select(func.count())
-            .select_from(Transaction)
-            .where(
-                Transaction.chain_id == failed.chain_id,
-                Transaction.from_address == failed.from_address,
-                Transaction.nonce == failed.nonce,
-                Transaction.id != failed.id,
-                Transaction.status.in_(_HOLDING_NONCE),
-            )
+            holding(Transaction.nonce == failed.nonce, Transaction.id != failed.id)
         )
     ).scalar_one()
     if same:

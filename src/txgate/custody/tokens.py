@@ -63,19 +63,25 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-async def issue_refresh_token(
-    session: AsyncSession, *, user: User, ttl: int | None, actor: str
-) -> str:
-    """A new refresh token for `user`; the clear token is returned once and never stored."""
+def _refresh_row(user_id: str, ttl: int | None) -> tuple[str, RefreshToken]:
+    """A new clear refresh token and the row that stores only its hash."""
     token = _new_token(REFRESH_PREFIX)
     now = datetime.now(UTC)
     row = RefreshToken(
         id=str(uuid.uuid4()),
-        user_id=user.id,
+        user_id=user_id,
         token_hash=token_hash(token),
         created_at=now,
         expires_at=now + timedelta(seconds=ttl) if ttl else None,
     )
+    return token, row
+
+
+async def issue_refresh_token(
+    session: AsyncSession, *, user: User, ttl: int | None, actor: str
+) -> str:
+    """A new refresh token for `user`; the clear token is returned once and never stored."""
+    token, row = _refresh_row(user.id, ttl)
     session.add(row)
     await audit(
         session,
@@ -115,14 +121,7 @@ async def exchange_refresh_token(
     next_refresh = refresh_token
     source_id = row.id
     if rotate:
-        next_refresh = _new_token(REFRESH_PREFIX)
-        successor = RefreshToken(
-            id=str(uuid.uuid4()),
-            user_id=row.user_id,
-            token_hash=token_hash(next_refresh),
-            created_at=now,
-            expires_at=now + timedelta(seconds=refresh_ttl) if refresh_ttl else None,
-        )
+        next_refresh, successor = _refresh_row(row.user_id, refresh_ttl)
         session.add(successor)
         await session.flush()  # before the access token that refers to it
         row.revoked_at = now
