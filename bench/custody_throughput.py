@@ -23,23 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from support.custodian import CustodianProcess, Eca3Client, fund, seed
+from support.payloads import eth_transfer
 from txgate.chain import DEV_ACCOUNTS, Anvil, NodeClient
 from txgate.storage.engine import Database
 from txgate.storage.tables import Event
 
 GWEI = 10**9
-
-
-def _transfer(sender: str, index: int) -> dict[str, str]:
-    return {
-        "from": sender,
-        "to": EthAccount.create().address,
-        "type": "0x2",
-        "value": hex(index + 1),
-        "gas": hex(21_000),
-        "maxFeePerGas": hex(50 * GWEI),
-        "maxPriorityFeePerGas": hex(GWEI),
-    }
 
 
 async def custodian_run(
@@ -56,7 +45,9 @@ async def custodian_run(
             started = time.time()
             ids = await asyncio.gather(
                 *(
-                    client.call("custodian_createTransaction", [_transfer(sender, i), meta])
+                    client.call(
+                        "custodian_createTransaction", [eth_transfer(sender, value=i + 1), meta]
+                    )
                     for i in range(n)
                 )
             )
@@ -156,16 +147,15 @@ async def direct_run(n: int, anvil: Anvil) -> dict[str, float]:
         started = time.perf_counter()
         raws = []
         for i in range(n):
-            body = _transfer(key.address, i)
             signed = EthAccount.sign_transaction(
                 {
                     "type": 2,
                     "chainId": anvil.chain_id,
                     "nonce": nonce + i,
-                    "to": body["to"],
+                    "to": EthAccount.create().address,
                     "value": i + 1,
                     "gas": 21_000,
-                    "maxFeePerGas": 50 * GWEI,
+                    "maxFeePerGas": 20 * GWEI,
                     "maxPriorityFeePerGas": GWEI,
                 },
                 key.private_key,

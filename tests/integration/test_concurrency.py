@@ -10,6 +10,7 @@ import pytest
 from eth_account import Account as EthAccount
 
 from support.custodian import CustodianProcess, Eca3Client, fund, seed
+from support.payloads import eth_transfer
 from txgate.chain import Anvil, NodeClient
 
 pytestmark = pytest.mark.integration
@@ -32,15 +33,7 @@ async def test_concurrent_creates_get_contiguous_nonces(
             recipients = [EthAccount.create().address for _ in range(CONCURRENT)]
 
             async def create(index: int) -> str:
-                tx = {
-                    "from": sender,
-                    "to": recipients[index],
-                    "type": "0x2",
-                    "value": hex(index + 1),
-                    "gas": hex(21_000),
-                    "maxFeePerGas": hex(20 * 10**9),
-                    "maxPriorityFeePerGas": hex(10**9),
-                }
+                tx = eth_transfer(sender, to=recipients[index], value=index + 1)
                 return str(
                     await client.call(
                         "custodian_createTransaction", [tx, {"chainId": hex(anvil.chain_id)}]

@@ -7,10 +7,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from eth_account import Account as EthAccount
 
 from support.custodian import CustodianProcess, Eca3Client, fund, seed
 from support.node_proxy import NodeProxy
+from support.payloads import eth_transfer
 from txgate.chain import Anvil, NodeClient
 
 pytestmark = pytest.mark.integration
@@ -27,15 +27,7 @@ async def test_kill_between_sign_and_broadcast(
     try:
         first = await CustodianProcess(database_url, proxy.url, tmp_path / "one").start()
         async with Eca3Client(first.url, seeded.refresh_tokens["alice"]) as client:
-            tx = {
-                "from": sender,
-                "to": EthAccount.create().address,
-                "type": "0x2",
-                "value": "0x1",
-                "gas": hex(21_000),
-                "maxFeePerGas": hex(20 * 10**9),
-                "maxPriorityFeePerGas": hex(10**9),
-            }
+            tx = eth_transfer(sender)
             tx_id = await client.call(
                 "custodian_createTransaction", [tx, {"chainId": hex(anvil.chain_id)}]
             )

@@ -18,6 +18,7 @@ import pytest
 from eth_account import Account as EthAccount
 
 from support.custodian import Eca3Client
+from support.payloads import eth_transfer
 from txgate.chain import NodeClient
 
 pytestmark = pytest.mark.integration
@@ -99,15 +100,7 @@ async def test_up_demo_end_to_end_and_restart(tmp_path: Path) -> None:
             assert [a["address"] for a in listed] == [a["address"] for a in info["accounts"]]
             sender = info["accounts"][0]["address"]
             recipient = EthAccount.create().address
-            tx = {
-                "from": sender,
-                "to": recipient,
-                "type": "0x2",
-                "value": hex(10**15),
-                "gas": hex(21_000),
-                "maxFeePerGas": hex(20 * 10**9),
-                "maxPriorityFeePerGas": hex(10**9),
-            }
+            tx = eth_transfer(sender, to=recipient, value=10**15)
             tx_id = await client.call(
                 "custodian_createTransaction", [tx, {"chainId": hex(info["chain"]["chain_id"])}]
             )

@@ -22,6 +22,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
 from support.custodian import CustodianProcess, Eca3Client, Seeded, fund, seed
+from support.payloads import MAIL
 from txgate.chain import Anvil, NodeClient
 
 pytestmark = pytest.mark.integration
@@ -194,36 +195,6 @@ def eip1559(sender: str, *, max_fee: int = 20 * GWEI, tip: int = GWEI) -> dict[s
         "maxPriorityFeePerGas": hex(tip),
     }
 
-
-# The typed-data example of the spec (custodian_signTypedData), on the dev chain.
-MAIL = {
-    "types": {
-        "EIP712Domain": [
-            {"name": "name", "type": "string"},
-            {"name": "version", "type": "string"},
-            {"name": "chainId", "type": "uint256"},
-            {"name": "verifyingContract", "type": "address"},
-        ],
-        "Person": [{"name": "name", "type": "string"}, {"name": "wallet", "type": "address"}],
-        "Mail": [
-            {"name": "from", "type": "Person"},
-            {"name": "to", "type": "Person"},
-            {"name": "contents", "type": "string"},
-        ],
-    },
-    "primaryType": "Mail",
-    "domain": {
-        "name": "Ether Mail",
-        "version": "1",
-        "chainId": 31337,
-        "verifyingContract": "0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC",
-    },
-    "message": {
-        "from": {"name": "Cow", "wallet": "0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826"},
-        "to": {"name": "Bob", "wallet": "0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB"},
-        "contents": "Hello, Bob!",
-    },
-}
 
 METADATA = {
     "chainId": hex(31337),

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from eth_account import Account as EthAccount
 from sqlalchemy import select, update
 
 from support.custodian import CustodianProcess, Eca3Client, fund, seed
+from support.payloads import eth_transfer
 from txgate.chain import Anvil, NodeClient
 from txgate.storage.engine import Database
 from txgate.storage.tables import AuditEntry, Event
@@ -40,15 +40,7 @@ async def test_confirmation_depth_outbox_and_audit(
             Eca3Client(process.url, seeded.refresh_tokens["alice"]) as client,
             NodeClient(anvil.url) as node,
         ):
-            tx = {
-                "from": sender,
-                "to": EthAccount.create().address,
-                "type": "0x2",
-                "value": "0x1",
-                "gas": hex(21_000),
-                "maxFeePerGas": hex(20 * 10**9),
-                "maxPriorityFeePerGas": hex(10**9),
-            }
+            tx = eth_transfer(sender)
             tx_id = await client.call(
                 "custodian_createTransaction", [tx, {"chainId": hex(anvil.chain_id)}]
             )

@@ -8,30 +8,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from eth_account import Account as EthAccount
 
 from support.custodian import CustodianProcess, Eca3Client, fund, seed
 from support.node_proxy import NodeProxy
+from support.payloads import eth_transfer
 from txgate.chain import Anvil, NodeClient
 
 pytestmark = pytest.mark.integration
 
 ETH = 10**18
-
-
-def _transfer(sender: str, value: int) -> dict[str, Any]:
-    return {
-        "from": sender,
-        "to": EthAccount.create().address,
-        "type": "0x2",
-        "value": hex(value),
-        "gas": hex(21_000),
-        "maxFeePerGas": hex(20 * 10**9),
-        "maxPriorityFeePerGas": hex(10**9),
-    }
 
 
 async def test_refused_transaction_gives_its_nonce_back(
@@ -48,7 +35,9 @@ async def test_refused_transaction_gives_its_nonce_back(
         async with Eca3Client(process.url, seeded.refresh_tokens["alice"]) as client:
             # 1. The newest nonce is refused: the next transaction reuses it.
             refused = await client.wait_final(
-                await client.call("custodian_createTransaction", [_transfer(sender, 5 * ETH), meta])
+                await client.call(
+                    "custodian_createTransaction", [eth_transfer(sender, value=5 * ETH), meta]
+                )
             )
             status = refused["transaction"]["status"]
             assert not status["success"] and "insufficient funds" in status["reason"].lower(), (
@@ -56,7 +45,9 @@ async def test_refused_transaction_gives_its_nonce_back(
             )
             lost_nonce = refused["transaction"]["nonce"]
             mined = await client.wait_final(
-                await client.call("custodian_createTransaction", [_transfer(sender, 1000), meta])
+                await client.call(
+                    "custodian_createTransaction", [eth_transfer(sender, value=1000), meta]
+                )
             )
             assert mined["transaction"]["status"]["success"]
             assert mined["transaction"]["nonce"] == lost_nonce
@@ -64,7 +55,7 @@ async def test_refused_transaction_gives_its_nonce_back(
             # 2. A refusal with a later nonce already signed: a filler takes the hole.
             proxy.hold()
             opener = await client.call(
-                "custodian_createTransaction", [_transfer(sender, 1000), meta]
+                "custodian_createTransaction", [eth_transfer(sender, value=1000), meta]
             )
             for _ in range(
                 200
@@ -73,9 +64,11 @@ async def test_refused_transaction_gives_its_nonce_back(
                     break
                 await asyncio.sleep(0.02)
             bad = await client.call(
-                "custodian_createTransaction", [_transfer(sender, 5 * ETH), meta]
+                "custodian_createTransaction", [eth_transfer(sender, value=5 * ETH), meta]
             )
-            good = await client.call("custodian_createTransaction", [_transfer(sender, 2000), meta])
+            good = await client.call(
+                "custodian_createTransaction", [eth_transfer(sender, value=2000), meta]
+            )
             proxy.release()
             results = {
                 name: await client.wait_final(tx_id)
@@ -117,7 +110,7 @@ async def test_nonce_cli_shows_and_resyncs_cursors(
         async with Eca3Client(process.url, seeded.refresh_tokens["alice"]) as client:
             tx_id = await client.call(
                 "custodian_createTransaction",
-                [_transfer(sender, 1), {"chainId": hex(anvil.chain_id)}],
+                [eth_transfer(sender, value=1), {"chainId": hex(anvil.chain_id)}],
             )
             assert (await client.wait_final(tx_id))["transaction"]["status"]["success"]
     finally:
@@ -178,14 +171,14 @@ async def test_nonce_fill_lets_waiting_transactions_through(
         async with Eca3Client(process.url, seeded.refresh_tokens["alice"]) as client:
             first = await client.call(
                 "custodian_createTransaction",
-                [_transfer(sender, 1), {"chainId": hex(anvil.chain_id)}],
+                [eth_transfer(sender, value=1), {"chainId": hex(anvil.chain_id)}],
             )
             assert (await client.wait_final(first))["transaction"]["nonce"] == "0x3"
             async with NodeClient(anvil.url) as node:
                 await node.call("anvil_setNonce", [sender, hex(2)])  # now nonces 2 and 3 are holes
             tx_id = await client.call(
                 "custodian_createTransaction",
-                [_transfer(sender, 1), {"chainId": hex(anvil.chain_id)}],
+                [eth_transfer(sender, value=1), {"chainId": hex(anvil.chain_id)}],
             )
             for _ in range(200):
                 status = (await client.call("custodian_getTransactionById", [tx_id]))["transaction"]
