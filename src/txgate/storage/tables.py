@@ -140,6 +140,10 @@ class Transaction(Base):
     __table_args__ = (
         Index("ix_transactions_status_chain", "status", "chain_id"),
         Index("ix_transactions_account_nonce", "chain_id", "from_address", "nonce"),
+        # Velocity sums: per initiator, source or destination, one asset, over a time window.
+        Index("ix_transactions_velocity_user", "customer_id", "user_id", "asset", "created_at"),
+        Index("ix_transactions_velocity_source", "from_address", "asset", "created_at"),
+        Index("ix_transactions_velocity_destination", "destination", "asset", "created_at"),
     )
     id: Mapped[str] = mapped_column(Id, primary_key=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
@@ -167,6 +171,13 @@ class Transaction(Base):
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(Time, index=True)
     updated_at: Mapped[datetime] = mapped_column(Time)
+    # The ledger view the policy engine reads (velocity limits): what moves, how much, to whom.
+    asset: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    amount: Mapped[int | None] = mapped_column(Uint256, nullable=True)
+    destination: Mapped[str | None] = mapped_column(AddressColumn, nullable=True)
+    # The policy decision that applies: version, rule, and the approval requirement if any.
+    policy_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    approval: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class SignedMessage(Base):
@@ -186,6 +197,41 @@ class SignedMessage(Base):
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(Time)
     updated_at: Mapped[datetime] = mapped_column(Time)
+    policy_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    approval: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class Policy(Base):
+    """One version of a customer's policy: the file as written and its checked form."""
+
+    __tablename__ = "policies"
+    __table_args__ = (UniqueConstraint("customer_id", "version"),)
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # proposed → active → superseded, or proposed → rejected
+    status: Mapped[str] = mapped_column(String(20))
+    proposed_by: Mapped[str] = mapped_column(String(200))
+    approval: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    event_seq: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(Time)
+    updated_at: Mapped[datetime] = mapped_column(Time)
+
+
+class Vote(Base):
+    """One approver's vote on one request; the unique constraint is the one-vote rule."""
+
+    __tablename__ = "votes"
+    __table_args__ = (UniqueConstraint("subject_kind", "subject_id", "user_id"),)
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    subject_kind: Mapped[str] = mapped_column(String(20))
+    subject_id: Mapped[str] = mapped_column(Id, index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    decision: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(Time)
 
 
 class Event(Base):

@@ -1,0 +1,9 @@
+"""Policy: the hook the pipeline consults, and the policy engine behind it.
+
+`hook` holds the interface (`PolicyHook`, `Decision`, `Verdict`); the engine (ordered rules,
+default deny, approval requirements, velocity limits) lives beside it in this package.
+"""
+
+from txgate.custody.policy.hook import AllowAll, Decision, PolicyHook, Verdict
+
+__all__ = ["AllowAll", "Decision", "PolicyHook", "Verdict"]
