@@ -19,10 +19,20 @@ from eth_utils import to_checksum_address
 from txgate.chain import DEV_ACCOUNTS, Anvil, NodeClient
 from txgate.chain.devchain import free_port
 from txgate.custody import directory, tokens
+from txgate.custody.policy import store as policy_store
 from txgate.custody.vault import Vault
 from txgate.storage.engine import Database
 
 PASSPHRASE = "correct horse battery staple for tests"
+
+# Tests of the custody pipeline run under a policy that allows everything; the policy engine's
+# own tests apply real policies.
+ALLOW_ALL_POLICY = """
+version: 1
+rules:
+  - name: allow-all
+    action: allow
+"""
 
 
 @dataclass
@@ -40,6 +50,8 @@ async def seed(
     customer: str = "Test Fund",
     users: tuple[str, ...] = ("alice",),
     accounts: int = 2,
+    policy: str | None = ALLOW_ALL_POLICY,
+    roles: dict[str, str] | None = None,
 ) -> Seeded:
     """Create a customer with users and accounts directly in the database (as the CLI would)."""
     db = Database(database_url)
@@ -51,8 +63,9 @@ async def seed(
             refresh: dict[str, str] = {}
             ids: dict[str, str] = {}
             for name in users:
+                role = (roles or {}).get(name, "trader")
                 user = await directory.create_user(
-                    session, customer=owner, name=name, role="trader", actor="test"
+                    session, customer=owner, name=name, role=role, actor="test"
                 )
                 refresh[name] = await tokens.issue_refresh_token(
                     session, user=user, ttl=None, actor="test"
@@ -64,6 +77,16 @@ async def seed(
                 )
                 for i in range(accounts)
             ]
+            if policy is not None:
+                await policy_store.propose(
+                    session,
+                    customer_id=owner.id,
+                    source=policy,
+                    format="yaml",
+                    proposer="test",
+                    actor="test",
+                    approval_ttl=3600,
+                )
         return Seeded(
             owner.id, owner.name, refresh, ids, [to_checksum_address(a.address) for a in made]
         )

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from txgate.cli import nonce_cmd
+from txgate.cli import approvals_cmd, nonce_cmd, policy_cmd
 from txgate.cli.common import DatabaseUrl, DataDir, configure_logging, console, run, settings_from
 from txgate.cli.serving import bind, serve_custodian
 from txgate.config import Settings
@@ -30,6 +30,8 @@ app.add_typer(customer_app, name="customer")
 app.add_typer(user_app, name="user")
 app.add_typer(account_app, name="account")
 app.add_typer(nonce_cmd.app, name="nonce")
+app.add_typer(approvals_cmd.app, name="approvals")
+app.add_typer(policy_cmd.app, name="policy")
 
 ChainUrl = Annotated[
     list[str] | None,

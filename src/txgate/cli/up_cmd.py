@@ -17,6 +17,7 @@ from txgate.cli.serving import bind, serve_custodian
 from txgate.config import Settings
 from txgate.core.types import checksum
 from txgate.custody import directory, tokens
+from txgate.custody.policy import store as policy_store
 from txgate.custody.service import Custodian
 from txgate.custody.vault import create_key_file
 from txgate.storage.tables import Customer
@@ -25,6 +26,7 @@ DEMO_CUSTOMER = "Demo Fund"
 DEMO_USERS = (("admin", "admin"), ("alice", "trader"), ("bob", "approver"), ("carol", "approver"))
 DEMO_ACCOUNTS = ("Treasury", "Trading", "Operations")
 DEMO_FUNDING_WEI = 100 * 10**18
+DEMO_POLICY = Path(__file__).parent / "data" / "demo-policy.yaml"
 
 
 def up(
@@ -120,6 +122,19 @@ async def seed_demo(custodian: Custodian, *, chain_url: str) -> dict[str, Any]:
                 session, user=user, ttl=settings.refresh_token_ttl, actor="demo"
             )
             users.append({"name": user.name, "role": user.role, "refresh_token": token})
+        policy_file = settings.data_dir / "demo-policy.yaml"
+        if not policy_file.exists():
+            policy_file.write_text(DEMO_POLICY.read_text())
+        if await policy_store.active(session, customer_id=customer.id) is None:
+            await policy_store.propose(
+                session,
+                customer_id=customer.id,
+                source=policy_file.read_text(),
+                format="yaml",
+                proposer="admin",
+                actor="demo",
+                approval_ttl=settings.approval_ttl,
+            )
         accounts = [
             {"address": checksum(a.address), "name": a.name}
             for a in await directory.list_accounts(session, customer_id=customer.id)
@@ -136,6 +151,7 @@ async def seed_demo(custodian: Custodian, *, chain_url: str) -> dict[str, Any]:
         "customer": {"id": customer.id, "name": customer.name},
         "users": users,
         "accounts": accounts,
+        "policy": {"file": str(policy_file.resolve())},
     }
     _write_private(path, json.dumps(info, indent=2) + "\n")
     return info

@@ -21,6 +21,7 @@ from txgate.core.errors import (
 )
 from txgate.custody import tokens
 from txgate.custody.eca3 import Eca3Methods
+from txgate.custody.rest import authenticate, rest_error, rest_router
 from txgate.custody.service import Custodian
 from txgate.jsonrpc.dispatch import error_response
 
@@ -46,6 +47,12 @@ def create_app(custodian: Custodian, *, manage_lifecycle: bool = False) -> FastA
     app.add_middleware(BodyLimit, limit=custodian.settings.max_body_bytes)
     dispatcher = Eca3Methods(custodian).dispatcher()
 
+    app.include_router(rest_router(custodian))
+
+    @app.exception_handler(TxgateError)
+    async def txgate_error(_request: Request, error: TxgateError) -> JSONResponse:
+        return rest_error(error)
+
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, _error: Exception) -> JSONResponse:
         # The traceback goes to the log (Starlette logs it); the caller gets JSON and no internals.
@@ -57,7 +64,7 @@ def create_app(custodian: Custodian, *, manage_lifecycle: bool = False) -> FastA
     async def json_rpc(request: Request) -> Response:
         body = await request.body()
         try:
-            caller = await _authenticate(custodian, request)
+            caller = await authenticate(custodian, request)
         except TxgateError as error:
             return JSONResponse(error_response(_request_id(body), error))
         result = await dispatcher.handle(body, caller)
@@ -113,15 +120,6 @@ def create_app(custodian: Custodian, *, manage_lifecycle: bool = False) -> FastA
         return {"status": "ok", "chains": sorted(custodian.supported_chains)}
 
     return app
-
-
-async def _authenticate(custodian: Custodian, request: Request) -> tokens.Caller:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise Unauthenticated("missing bearer access token (Authorization: Bearer <token>)")
-    async with custodian.db.read() as session:
-        return await tokens.authenticate(session, access_token=value.strip())
 
 
 def _request_id(body: bytes) -> Any:

@@ -13,7 +13,15 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from txgate.core.status import Status, check_transition
-from txgate.storage.tables import Event, SignedMessage, Transaction
+from txgate.storage.tables import Event, Policy, SignedMessage, Transaction
+
+Subject = Transaction | SignedMessage | Policy
+
+_KINDS: dict[type, str] = {
+    Transaction: "transaction",
+    SignedMessage: "signed_message",
+    Policy: "policy",
+}
 
 
 def now() -> datetime:
@@ -22,13 +30,13 @@ def now() -> datetime:
 
 def record(
     session: AsyncSession,
-    subject: Transaction | SignedMessage,
+    subject: Subject,
     *,
     payload: dict[str, Any] | None = None,
 ) -> Event:
     """Append the event for `subject`'s current status (used for the first, `created`, event)."""
     subject.event_seq += 1
-    kind = "transaction" if isinstance(subject, Transaction) else "signed_message"
+    kind = _KINDS[type(subject)]
     event = Event(
         subject_kind=kind,
         subject_id=subject.id,

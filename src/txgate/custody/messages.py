@@ -17,6 +17,7 @@ from txgate.custody.events import move, now, record
 from txgate.custody.policy import PolicyHook, Verdict
 from txgate.custody.requests import parse_message_metadata
 from txgate.custody.tokens import Caller
+from txgate.custody.transactions import waiting_text
 from txgate.custody.vault import Vault
 from txgate.storage.tables import SignedMessage
 
@@ -155,7 +156,11 @@ def eca3_signed_message(message: SignedMessage) -> dict[str, Any]:
         "id": message.id,
         "address": checksum(message.address),
         "signatureVersion": message.version,
-        "status": eca3_message_status(Status(message.status), reason=message.reason),
+        "status": eca3_message_status(
+            Status(message.status),
+            reason=message.reason,
+            display_text=waiting_text(message.approval, Status(message.status)),
+        ),
     }
     if message.signature:
         body["signature"] = message.signature

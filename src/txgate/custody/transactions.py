@@ -13,6 +13,7 @@ from txgate.audit.log import append as audit
 from txgate.core.errors import Conflict, InvalidParams
 from txgate.core.status import Status, eca3_transaction_status
 from txgate.core.types import checksum, normalise_address, to_hex_bytes, to_hex_uint
+from txgate.custody.approvals import tally
 from txgate.custody.directory import customer_account
 from txgate.custody.events import move, now, record
 from txgate.custody.policy import Decision, PolicyHook, Verdict
@@ -185,6 +186,13 @@ async def replace_transaction(
     return replacement
 
 
+def waiting_text(approval: dict[str, Any] | None, status: Status) -> str | None:
+    """ "Pending approval: 1 of 2" while a request waits for its quorum."""
+    if status is not Status.PENDING_APPROVAL or not approval:
+        return None
+    return tally(approval).text
+
+
 def eca3_transaction(tx: Transaction) -> dict[str, Any]:
     """The nested `{transaction, metadata}` shape of the spec's getTransactionById example."""
     status = Status(tx.status)
@@ -198,7 +206,12 @@ def eca3_transaction(tx: Transaction) -> dict[str, Any]:
         "data": to_hex_bytes(tx.data),
         "hash": tx.tx_hash,
         "chainId": to_hex_uint(tx.chain_id),
-        "status": eca3_transaction_status(status, reason=tx.reason, was_signed=tx.was_signed),
+        "status": eca3_transaction_status(
+            status,
+            reason=tx.reason,
+            was_signed=tx.was_signed,
+            display_text=waiting_text(tx.approval, status),
+        ),
     }
     if tx.to_address:  # absent for a contract creation: the spec's address type has no null
         body["to"] = checksum(tx.to_address)

@@ -1,0 +1,359 @@
+"""The policy engine: a checked policy compiled into ordered rules, evaluated per request.
+
+Evaluation is the Fireblocks TAP model: rules are tried in the order written, the first whose
+every condition matches decides (allow, block, or require approvals), and a request no rule
+matches is blocked (default deny). `CompiledPolicy.compile` does all the work that does not
+depend on the request once: each rule becomes a tuple of small closures over frozensets, ints
+and lower-case addresses, cheapest first, so evaluating a thousand rules is a tight loop of
+membership tests. The velocity condition, the only one that needs the ledger, is always last
+and is awaited only when everything else in the rule matched.
+
+The engine is pure: its input is `RequestFacts`, its output a `PolicyDecision`, and its only
+outside call is `VelocityLookup.total` (see `ledger.SqlVelocity`). Sets are used only for
+membership, never iterated into a result, so a decision never depends on hash order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from fractions import Fraction
+from typing import Any, Literal, Protocol
+
+from txgate.core.errors import InternalError
+from txgate.custody.policy.document import Match, PolicyDocument, Rule
+from txgate.custody.policy.facts import RequestFacts
+from txgate.custody.policy.hook import Decision, Verdict
+
+Matcher = Callable[[RequestFacts], bool]
+ApprovalMode = Literal["all", "any"]
+DEFAULT_DENY = "default-deny"
+
+
+class VelocityLookup(Protocol):
+    """The ledger, as the engine sees it: how much of `asset` moved for `key` since `since`.
+
+    Answers from history only (requests already recorded); the engine adds the request's own
+    amount itself."""
+
+    async def total(self, *, scope: str, key: str, asset: str, since: datetime) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApproverGroup:
+    """Users who may vote (by user name), and how many of them must approve."""
+
+    name: str
+    members: frozenset[str]
+    threshold: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequirement:
+    """The quorum a request needs: every group (`all`) or one group (`any`) reaching its
+    threshold. Stored with the request as JSON (`as_dict`), so a later policy change does not
+    change what an already pending request needs."""
+
+    groups: tuple[ApproverGroup, ...]
+    mode: ApprovalMode
+    initiator_may_approve: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "groups": [
+                {"name": g.name, "members": sorted(g.members), "threshold": g.threshold}
+                for g in self.groups
+            ],
+            "mode": self.mode,
+            "initiator_may_approve": self.initiator_may_approve,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ApprovalRequirement:
+        mode = data["mode"]
+        if mode not in ("all", "any"):
+            raise ValueError(f"unknown approval mode {mode!r}")
+        return cls(
+            groups=tuple(
+                ApproverGroup(
+                    str(g["name"]), frozenset(map(str, g["members"])), int(g["threshold"])
+                )
+                for g in data["groups"]
+            ),
+            mode=mode,
+            initiator_may_approve=bool(data["initiator_may_approve"]),
+        )
+
+    def reached(self, approvers: Iterable[str], *, initiator: str) -> bool:
+        """Whether these approving user names meet the quorum (the initiator's own vote counts
+        only when the rule allows it)."""
+        voters = set(approvers)
+        if not self.initiator_may_approve:
+            voters.discard(initiator)
+        met = (len(voters & group.members) >= group.threshold for group in self.groups)
+        return all(met) if self.mode == "all" else any(met)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    """The engine's answer: the verdict, the rule that gave it, a human reason, and the quorum
+    when the verdict is require_approval."""
+
+    verdict: Verdict
+    rule: str
+    reason: str
+    approval: ApprovalRequirement | None = None
+
+    def to_decision(self) -> Decision:
+        """The hook's `Decision` (the pipeline's interface)."""
+        return Decision(self.verdict, rule=self.rule, reason=self.reason)
+
+
+DEFAULT_DENY_DECISION = PolicyDecision(
+    Verdict.BLOCK, DEFAULT_DENY, "no rule matched: blocked by default"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _VelocityCheck:
+    scope: str
+    window: timedelta
+    low: int
+    high: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledRule:
+    name: str
+    matchers: tuple[Matcher, ...]
+    velocity: _VelocityCheck | None
+    decision: PolicyDecision
+    # The same decision with `extra_on_warning` added to the thresholds; None when there is none.
+    on_warning: PolicyDecision | None
+
+
+class CompiledPolicy:
+    """A policy ready to evaluate; build it with `compile` (once per policy version)."""
+
+    def __init__(self, document: PolicyDocument, rules: tuple[_CompiledRule, ...]) -> None:
+        self.document = document
+        self._rules = rules
+        self.rule_names = tuple(rule.name for rule in rules)
+        self.uses_velocity = any(rule.velocity is not None for rule in rules)
+
+    @classmethod
+    def compile(cls, document: PolicyDocument) -> CompiledPolicy:
+        return cls(document, tuple(_compile_rule(rule, document) for rule in document.rules))
+
+    async def evaluate(
+        self, facts: RequestFacts, *, velocity: VelocityLookup | None = None
+    ) -> PolicyDecision:
+        """The decision of the first rule that matches `facts`, or the default deny."""
+        for rule in self._rules:
+            for matches in rule.matchers:
+                if not matches(facts):
+                    break
+            else:
+                if rule.velocity is not None and not await _within_velocity(rule, facts, velocity):
+                    continue
+                if rule.on_warning is not None and facts.verdict == "Warning":
+                    return rule.on_warning
+                return rule.decision
+        return DEFAULT_DENY_DECISION
+
+
+async def _within_velocity(
+    rule: _CompiledRule, facts: RequestFacts, lookup: VelocityLookup | None
+) -> bool:
+    check = rule.velocity
+    assert check is not None
+    if lookup is None:
+        # Not matching would be unsafe for a block rule ("block above 100 ETH a day"): refuse.
+        raise InternalError(f"rule {rule.name!r} has a velocity limit but no ledger was given")
+    if check.scope == "initiator":
+        key: str | None = facts.initiator_id
+    elif check.scope == "source":
+        key = facts.source
+    else:
+        key = facts.destination
+    if key is None or facts.asset is None:
+        return False  # nothing to sum over (a contract creation has no destination)
+    history = await lookup.total(
+        scope=check.scope, key=key, asset=facts.asset, since=facts.now - check.window
+    )
+    total = history + facts.amount
+    return check.low <= total and (check.high is None or total <= check.high)
+
+
+# --- compiling one rule ----------------------------------------------------------------------
+
+
+def _compile_rule(rule: Rule, document: PolicyDocument) -> _CompiledRule:
+    velocity = None
+    if rule.match.velocity is not None:
+        v = rule.match.velocity
+        velocity = _VelocityCheck(v.scope, timedelta(seconds=v.window_seconds), v.min or 0, v.max)
+    decision = _decision(rule, document, extra=0)
+    extra = rule.approvals.extra_on_warning if rule.approvals is not None else 0
+    return _CompiledRule(
+        name=rule.name,
+        matchers=tuple(_matchers(rule.match, document)),
+        velocity=velocity,
+        decision=decision,
+        on_warning=_decision(rule, document, extra=extra) if extra else None,
+    )
+
+
+def _decision(rule: Rule, document: PolicyDocument, *, extra: int) -> PolicyDecision:
+    verdict = Verdict(rule.action)
+    lead = {
+        Verdict.ALLOW: "Allowed by rule",
+        Verdict.BLOCK: "Blocked by rule",
+        Verdict.REQUIRE_APPROVAL: "Approval required by rule",
+    }[verdict]
+    reason = f"{lead} {rule.name!r}" + (f": {rule.reason}" if rule.reason else "")
+    approval = None
+    if rule.approvals is not None:
+        groups = []
+        for entry in rule.approvals.groups:
+            members = frozenset(
+                document.groups[entry.group] if entry.group is not None else entry.users or ()
+            )
+            # A warning asks for more approvers, at most all of the group: beyond that the
+            # request could never be approved, which is a block that keeps people waiting.
+            threshold = min(entry.threshold + extra, len(members))
+            groups.append(ApproverGroup(entry.label, members, threshold))
+        approval = ApprovalRequirement(
+            tuple(groups), rule.approvals.mode, rule.approvals.initiator_may_approve
+        )
+    return PolicyDecision(verdict, rule.name, reason, approval)
+
+
+def _matchers(match: Match, document: PolicyDocument) -> list[Matcher]:
+    """The rule's static conditions as closures, in a fixed order, cheapest and most selective
+    first (the loop stops at the first that fails)."""
+    found: list[Matcher] = []
+    if match.kind is not None:
+        kinds = frozenset(match.kind)
+        found.append(lambda f: f.kind in kinds)
+    if match.chain is not None:
+        chains = frozenset(match.chain)
+        found.append(lambda f: f.chain_id in chains)
+    if match.message is not None:
+        found.append(_message_matcher(match))
+    if match.verdict is not None:
+        verdicts = frozenset(match.verdict)
+        found.append(lambda f: f.verdict in verdicts)
+    if match.initiator is not None:
+        names = set(match.initiator.users or ())
+        for group in match.initiator.groups or ():
+            names.update(document.groups[group])
+        initiators = frozenset(names)
+        found.append(lambda f: f.initiator in initiators)
+    if match.source is not None:
+        sources = frozenset(match.source)
+        found.append(lambda f: f.source in sources)
+    if match.asset is not None:
+        assets = frozenset(match.asset)
+        found.append(lambda f: f.asset in assets)
+    if match.method is not None:
+        found.append(_method_matcher(match.method))
+    if match.destination is not None:
+        destination = _destination_matcher(match, document)
+        if destination is not None:
+            found.append(destination)
+    if match.amount is not None:
+        found.append(_amount_matcher(match.amount.min or 0, match.amount.max))
+    if match.value is not None:
+        found.append(_value_matcher(match.value.min or 0, match.value.max))
+    if match.fiat is not None:
+        found.append(_fiat_matcher(match, document))
+    return found
+
+
+def _message_matcher(match: Match) -> Matcher:
+    assert match.message is not None
+    kinds = frozenset(match.message.kind) if match.message.kind is not None else None
+    types = frozenset(match.message.primary_type) if match.message.primary_type else None
+    return lambda f: (
+        f.kind == "message"
+        and (kinds is None or f.message_kind in kinds)
+        and (types is None or f.primary_type in types)
+    )
+
+
+def _method_matcher(methods: list[str]) -> Matcher:
+    selectors = frozenset(m for m in methods if m.startswith("0x"))
+    names = frozenset(m for m in methods if not m.startswith("0x") and m != "none")
+    if "none" not in methods:
+        return lambda f: f.method in names or f.selector in selectors
+    # "none" is a transaction without calldata (a plain transfer): no method, no selector.
+    return lambda f: (
+        f.method in names
+        or f.selector in selectors
+        or (f.kind == "transaction" and f.method is None and f.selector is None)
+    )
+
+
+def _destination_matcher(match: Match, document: PolicyDocument) -> Matcher | None:
+    spec = match.destination
+    assert spec is not None
+    want = None if spec.type is None else spec.type == "contract"
+    if spec.addresses is None and spec.allowlists is None:
+        # `any: true` (or a type alone): every destination, including none, as far as the
+        # address goes; a type needs the destination's kind to be known.
+        return None if want is None else (lambda f: f.destination_is_contract is want)
+    listed = set(spec.addresses or ())
+    for name in spec.allowlists or ():
+        listed.update(document.allowlists[name])
+    allowed = frozenset(listed)
+    if want is None:
+        return lambda f: f.destination in allowed
+    return lambda f: f.destination in allowed and f.destination_is_contract is want
+
+
+def _amount_matcher(low: int, high: int | None) -> Matcher:
+    if high is None:
+        return lambda f: f.amount >= low
+    return lambda f: low <= f.amount <= high
+
+
+def _value_matcher(low: int, high: int | None) -> Matcher:
+    if high is None:
+        return lambda f: f.value >= low
+    return lambda f: low <= f.value <= high
+
+
+def _fiat_matcher(match: Match, document: PolicyDocument) -> Matcher:
+    """USD value = amount * usd / 10**decimals, compared exactly: with usd = p/q and a bound
+    a/b, `amount*p*b <= a*q*10**decimals`; all of it but `amount` is computed here, once."""
+    fiat = match.fiat
+    assert fiat is not None
+    low = Fraction(fiat.min_usd) if fiat.min_usd is not None else None
+    high = Fraction(fiat.max_usd) if fiat.max_usd is not None else None
+    # asset → (low factor, low bound, high factor, high bound); None for an absent side.
+    table: dict[str, tuple[int, int, int, int | None]] = {}
+    for asset, price in document.prices.items():
+        usd = Fraction(price.usd)
+        scale = usd.denominator * 10**price.decimals
+        low_factor, low_bound = (
+            (usd.numerator * low.denominator, low.numerator * scale) if low else (0, 0)
+        )
+        high_factor, high_bound = (
+            (usd.numerator * high.denominator, high.numerator * scale)
+            if high is not None
+            else (0, None)
+        )
+        table[asset] = (low_factor, low_bound, high_factor, high_bound)
+
+    def matches(f: RequestFacts) -> bool:
+        entry = table.get(f.asset) if f.asset is not None else None
+        if entry is None:
+            return False  # no price for the asset: its fiat value is unknown
+        low_factor, low_bound, high_factor, high_bound = entry
+        if f.amount * low_factor < low_bound:
+            return False
+        return high_bound is None or f.amount * high_factor <= high_bound
+
+    return matches
