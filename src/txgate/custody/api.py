@@ -47,6 +47,7 @@ def create_app(custodian: Custodian, *, manage_lifecycle: bool = False) -> FastA
     app.add_middleware(BodyLimit, limit=custodian.settings.max_body_bytes)
     dispatcher = Eca3Methods(custodian).dispatcher()
 
+    app.state.custodian = custodian
     app.include_router(rest_router(custodian))
 
     @app.exception_handler(TxgateError)

@@ -34,13 +34,17 @@ async def authenticate(custodian: Custodian, request: Request) -> Caller:
         return await tokens.authenticate(session, access_token=value.strip())
 
 
+async def current_caller(request: Request) -> Caller:
+    return await authenticate(request.app.state.custodian, request)
+
+
+# Module level, so FastAPI can resolve the annotation (this module postpones annotations).
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
+Payload = Annotated[dict[str, Any], Body()]
+
+
 def rest_router(custodian: Custodian) -> APIRouter:
     router = APIRouter(prefix="/v1")
-
-    async def caller(request: Request) -> Caller:
-        return await authenticate(custodian, request)
-
-    CurrentCaller = Annotated[Caller, Depends(caller)]
 
     @router.get("/approvals")
     async def list_approvals(who: CurrentCaller) -> dict[str, Any]:
@@ -69,9 +73,7 @@ def rest_router(custodian: Custodian) -> APIRouter:
         )
 
     @router.post("/approvals/{subject_id}/reject")
-    async def reject(
-        subject_id: str, who: CurrentCaller, body: Annotated[dict[str, Any], Body()]
-    ) -> dict[str, Any]:
+    async def reject(subject_id: str, who: CurrentCaller, body: Payload) -> dict[str, Any]:
         reason = body.get("reason")
         if not isinstance(reason, str):
             raise InvalidParams("reason (a string) is required to reject", param="reason")
@@ -84,9 +86,7 @@ def rest_router(custodian: Custodian) -> APIRouter:
         return await custodian.policy_versions(who)
 
     @router.post("/policy")
-    async def apply_policy(
-        who: CurrentCaller, body: Annotated[dict[str, Any], Body()]
-    ) -> dict[str, Any]:
+    async def apply_policy(who: CurrentCaller, body: Payload) -> dict[str, Any]:
         source, fmt = body.get("source"), body.get("format", "yaml")
         if not isinstance(source, str) or (fmt != "yaml" and fmt != "toml"):
             raise InvalidParams(
