@@ -82,6 +82,31 @@ def policy_data(rules: int, *, velocity: bool) -> dict[str, object]:
     return {"version": 1, "rules": [*near_misses, last]}
 
 
+def unindexed_policy(rules: int) -> dict[str, object]:
+    """`rules - 1` near misses made only of conditions the index cannot answer (destination type,
+    ranges, method, fiat), each failing on its last closure: the engine's true worst case."""
+    near_misses = [
+        {
+            "name": f"near-miss-{i}",
+            "match": {
+                "destination": {"type": "eoa"},
+                "amount": {"max": "1000 ether"},
+                "value": {"min": i % 7},
+                "method": ["none", "transfer"],
+                "fiat": {"min_usd": "1000000000"},
+            },
+            "action": "block",
+        }
+        for i in range(rules - 1)
+    ]
+    last = {"name": "traders", "match": {"amount": {"max": "1000 ether"}}, "action": "allow"}
+    return {
+        "version": 1,
+        "prices": {"native": {"usd": "3000", "decimals": 18}},
+        "rules": [*near_misses, last],
+    }
+
+
 def facts(user: str) -> RequestFacts:
     return transaction_facts(
         customer_id="c1",
@@ -130,6 +155,13 @@ async def without_velocity(samples: int) -> None:
     show(
         f"{RULES} rules, match on the last",
         await timings(samples, lambda i: many.evaluate(requests[i % len(requests)])),
+        baseline,
+    )
+    unindexed = CompiledPolicy.compile(parse_policy(unindexed_policy(RULES)))
+    assert (await unindexed.evaluate(requests[0])).rule == "traders"
+    show(
+        f"{RULES} rules, last, no help from the index",
+        await timings(samples, lambda i: unindexed.evaluate(requests[i % len(requests)])),
         baseline,
     )
 

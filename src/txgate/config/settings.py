@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     rotate_refresh_tokens: bool = False
     customer_proof_ttl: int = Field(default=300, ge=10)
     approval_ttl: int = Field(
-        default=24 * 3600, ge=10, description="Seconds a request may wait for approval"
+        default=24 * 3600, ge=1, description="Seconds a request may wait for approval"
     )
 
     # Key vault: exactly one source of the key-encryption key.

@@ -3,14 +3,22 @@
 Evaluation is the Fireblocks TAP model: rules are tried in the order written, the first whose
 every condition matches decides (allow, block, or require approvals), and a request no rule
 matches is blocked (default deny). `CompiledPolicy.compile` does all the work that does not
-depend on the request once: each rule becomes a tuple of small closures over frozensets, ints
-and lower-case addresses, cheapest first, so evaluating a thousand rules is a tight loop of
-membership tests. The velocity condition, the only one that needs the ledger, is always last
-and is awaited only when everything else in the rule matched.
+depend on the request once, in two forms:
 
-The engine is pure: its input is `RequestFacts`, its output a `PolicyDecision`, and its only
-outside call is `VelocityLookup.total` (see `ledger.SqlVelocity`). Sets are used only for
-membership, never iterated into a result, so a decision never depends on hash order.
+- conditions that are "this field is one of these values" (kind, chain, initiator, source,
+  asset, destination address, verdict) go into an index: per field, a dict from value to the
+  bitmask of the rules listing it, plus the mask of rules that do not constrain the field. ANDing
+  one mask per field gives, in a few big-integer operations, exactly the rules whose listed
+  fields all match, in rule order (bit i is rule i);
+- every other condition (amount, value and fiat ranges, method, message, destination type)
+  becomes a small closure over ints and frozensets, checked in a fixed order for those
+  candidates only; the velocity condition, the one that needs the ledger, is awaited last and
+  only when everything else in the rule matched.
+
+So a thousand rules cost a handful of dict lookups plus the closures of the few rules the index
+leaves. The engine is pure: its input is `RequestFacts`, its output a `PolicyDecision`, and its
+only outside call is `VelocityLookup.total` (see `ledger.SqlVelocity`). Sets and dicts are used
+only for lookups, never iterated into a result, so a decision never depends on hash order.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
+from operator import attrgetter
 from typing import Any, Literal, Protocol
 
 from txgate.core.errors import InternalError
@@ -123,9 +132,18 @@ class _VelocityCheck:
     high: int | None
 
 
+# The fields whose conditions are plain "one of these values", answered by the index.
+_INDEXED = ("kind", "chain_id", "verdict", "initiator", "source", "asset", "destination")
+# Per indexed field: (read the field, rules that do not constrain it, value → rules listing it).
+_Dimension = tuple[Callable[[RequestFacts], object], int, dict[object, int]]
+
+
 @dataclass(frozen=True, slots=True)
 class _CompiledRule:
     name: str
+    # Indexed conditions: field → the values it may take (absent: any value).
+    listed: dict[str, frozenset[object]]
+    # The other static conditions, cheapest first.
     matchers: tuple[Matcher, ...]
     velocity: _VelocityCheck | None
     decision: PolicyDecision
@@ -139,6 +157,8 @@ class CompiledPolicy:
     def __init__(self, document: PolicyDocument, rules: tuple[_CompiledRule, ...]) -> None:
         self.document = document
         self._rules = rules
+        self._all = (1 << len(rules)) - 1
+        self._index = _build_index(rules)
         self.rule_names = tuple(rule.name for rule in rules)
         self.uses_velocity = any(rule.velocity is not None for rule in rules)
 
@@ -150,7 +170,16 @@ class CompiledPolicy:
         self, facts: RequestFacts, *, velocity: VelocityLookup | None = None
     ) -> PolicyDecision:
         """The decision of the first rule that matches `facts`, or the default deny."""
-        for rule in self._rules:
+        candidates = self._all
+        for read, unconstrained, by_value in self._index:
+            candidates &= unconstrained | by_value.get(read(facts), 0)
+            if not candidates:
+                return DEFAULT_DENY_DECISION
+        rules = self._rules
+        while candidates:
+            lowest = candidates & -candidates  # the first remaining rule in written order
+            candidates ^= lowest
+            rule = rules[lowest.bit_length() - 1]
             for matches in rule.matchers:
                 if not matches(facts):
                     break
@@ -161,6 +190,23 @@ class CompiledPolicy:
                     return rule.on_warning
                 return rule.decision
         return DEFAULT_DENY_DECISION
+
+
+def _build_index(rules: tuple[_CompiledRule, ...]) -> tuple[_Dimension, ...]:
+    index = []
+    for field in _INDEXED:
+        unconstrained, by_value = 0, dict[object, int]()
+        for position, rule in enumerate(rules):
+            bit = 1 << position
+            values = rule.listed.get(field)
+            if values is None:
+                unconstrained |= bit
+            else:
+                for value in values:
+                    by_value[value] = by_value.get(value, 0) | bit
+        if unconstrained != (1 << len(rules)) - 1:  # some rule constrains the field
+            index.append((attrgetter(field), unconstrained, by_value))
+    return tuple(index)
 
 
 async def _within_velocity(
@@ -196,9 +242,11 @@ def _compile_rule(rule: Rule, document: PolicyDocument) -> _CompiledRule:
         velocity = _VelocityCheck(v.scope, timedelta(seconds=v.window_seconds), v.min or 0, v.max)
     decision = _decision(rule, document, extra=0)
     extra = rule.approvals.extra_on_warning if rule.approvals is not None else 0
+    listed, matchers = _conditions(rule.match, document)
     return _CompiledRule(
         name=rule.name,
-        matchers=tuple(_matchers(rule.match, document)),
+        listed=listed,
+        matchers=tuple(matchers),
         velocity=velocity,
         decision=decision,
         on_warning=_decision(rule, document, extra=extra) if extra else None,
@@ -230,46 +278,50 @@ def _decision(rule: Rule, document: PolicyDocument, *, extra: int) -> PolicyDeci
     return PolicyDecision(verdict, rule.name, reason, approval)
 
 
-def _matchers(match: Match, document: PolicyDocument) -> list[Matcher]:
-    """The rule's static conditions as closures, in a fixed order, cheapest and most selective
-    first (the loop stops at the first that fails)."""
-    found: list[Matcher] = []
+def _conditions(
+    match: Match, document: PolicyDocument
+) -> tuple[dict[str, frozenset[object]], list[Matcher]]:
+    """The rule's static conditions: the listed values of the indexed fields, and closures for
+    the rest in a fixed order, cheapest first (the loop stops at the first that fails)."""
+    listed: dict[str, frozenset[object]] = {}
     if match.kind is not None:
-        kinds = frozenset(match.kind)
-        found.append(lambda f: f.kind in kinds)
+        listed["kind"] = frozenset(match.kind)
     if match.chain is not None:
-        chains = frozenset(match.chain)
-        found.append(lambda f: f.chain_id in chains)
-    if match.message is not None:
-        found.append(_message_matcher(match))
+        listed["chain_id"] = frozenset(match.chain)
     if match.verdict is not None:
-        verdicts = frozenset(match.verdict)
-        found.append(lambda f: f.verdict in verdicts)
+        listed["verdict"] = frozenset(match.verdict)
     if match.initiator is not None:
         names = set(match.initiator.users or ())
         for group in match.initiator.groups or ():
             names.update(document.groups[group])
-        initiators = frozenset(names)
-        found.append(lambda f: f.initiator in initiators)
+        listed["initiator"] = frozenset(names)
     if match.source is not None:
-        sources = frozenset(match.source)
-        found.append(lambda f: f.source in sources)
+        listed["source"] = frozenset(match.source)
     if match.asset is not None:
-        assets = frozenset(match.asset)
-        found.append(lambda f: f.asset in assets)
-    if match.method is not None:
-        found.append(_method_matcher(match.method))
+        listed["asset"] = frozenset(match.asset)
+    found: list[Matcher] = []
     if match.destination is not None:
-        destination = _destination_matcher(match, document)
-        if destination is not None:
-            found.append(destination)
+        spec = match.destination
+        if spec.addresses is not None or spec.allowlists is not None:
+            addresses = set(spec.addresses or ())
+            for name in spec.allowlists or ():
+                addresses.update(document.allowlists[name])
+            listed["destination"] = frozenset(addresses)
+        if spec.type is not None:
+            # The kind of the destination must be known: None (not looked up) never matches.
+            want = spec.type == "contract"
+            found.append(lambda f: f.destination_is_contract is want)
     if match.amount is not None:
         found.append(_amount_matcher(match.amount.min or 0, match.amount.max))
     if match.value is not None:
         found.append(_value_matcher(match.value.min or 0, match.value.max))
+    if match.method is not None:
+        found.append(_method_matcher(match.method))
+    if match.message is not None:
+        found.append(_message_matcher(match))
     if match.fiat is not None:
         found.append(_fiat_matcher(match, document))
-    return found
+    return listed, found
 
 
 def _message_matcher(match: Match) -> Matcher:
@@ -294,23 +346,6 @@ def _method_matcher(methods: list[str]) -> Matcher:
         or f.selector in selectors
         or (f.kind == "transaction" and f.method is None and f.selector is None)
     )
-
-
-def _destination_matcher(match: Match, document: PolicyDocument) -> Matcher | None:
-    spec = match.destination
-    assert spec is not None
-    want = None if spec.type is None else spec.type == "contract"
-    if spec.addresses is None and spec.allowlists is None:
-        # `any: true` (or a type alone): every destination, including none, as far as the
-        # address goes; a type needs the destination's kind to be known.
-        return None if want is None else (lambda f: f.destination_is_contract is want)
-    listed = set(spec.addresses or ())
-    for name in spec.allowlists or ():
-        listed.update(document.allowlists[name])
-    allowed = frozenset(listed)
-    if want is None:
-        return lambda f: f.destination in allowed
-    return lambda f: f.destination in allowed and f.destination_is_contract is want
 
 
 def _amount_matcher(low: int, high: int | None) -> Matcher:
