@@ -5,15 +5,16 @@ every condition matches decides (allow, block, or require approvals), and a requ
 matches is blocked (default deny). `CompiledPolicy.compile` does all the work that does not
 depend on the request once, in two forms:
 
-- conditions that are "this field is one of these values" (kind, chain, initiator, source,
-  asset, destination address, verdict) go into an index: per field, a dict from value to the
-  bitmask of the rules listing it, plus the mask of rules that do not constrain the field. ANDing
-  one mask per field gives, in a few big-integer operations, exactly the rules whose listed
-  fields all match, in rule order (bit i is rule i);
-- every other condition (amount, value and fiat ranges, method, message, destination type)
-  becomes a small closure over ints and frozensets, checked in a fixed order for those
-  candidates only; the velocity condition, the one that needs the ledger, is awaited last and
-  only when everything else in the rule matched.
+- conditions that say "this field is one of these values" (kind, chain, initiator, source,
+  asset, destination address and type, verdict, message kind and type) or "this number is in
+  [min, max]" (amount, value) go into an index: per field, the bitmask of the rules that
+  accept the request's value (a dict lookup, or a bisection over the rules' bounds) ORed with
+  the mask of rules that do not constrain the field. ANDing one mask per field gives, in a few
+  big-integer operations, exactly the rules whose indexed conditions all hold, in rule order
+  (bit i is rule i);
+- the rest (method, fiat value) become small closures over ints and frozensets, checked in a
+  fixed order for those candidates only; the velocity condition, the one that needs the
+  ledger, is awaited last and only when everything else in the rule matched.
 
 So a thousand rules cost a handful of dict lookups plus the closures of the few rules the index
 leaves. The engine is pure: its input is `RequestFacts`, its output a `PolicyDecision`, and its
@@ -23,10 +24,12 @@ only for lookups, never iterated into a result, so a decision never depends on h
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
+from itertools import accumulate
 from operator import attrgetter
 from typing import Any, Literal, Protocol
 
@@ -132,17 +135,30 @@ class _VelocityCheck:
     high: int | None
 
 
-# The fields whose conditions are plain "one of these values", answered by the index.
-_INDEXED = ("kind", "chain_id", "verdict", "initiator", "source", "asset", "destination")
-# Per indexed field: (read the field, rules that do not constrain it, value → rules listing it).
-_Dimension = tuple[Callable[[RequestFacts], object], int, dict[object, int]]
+# Fields whose conditions are "one of these values" / "within [min, max]", for the index.
+_LISTED = (
+    "kind",
+    "chain_id",
+    "verdict",
+    "initiator",
+    "source",
+    "asset",
+    "destination",
+    "destination_is_contract",
+    "message_kind",
+    "primary_type",
+)
+_RANGED = ("amount", "value")
+# An index dimension: the mask of the rules whose condition on one field the request meets.
+_Dimension = Callable[[RequestFacts], int]
 
 
 @dataclass(frozen=True, slots=True)
 class _CompiledRule:
     name: str
-    # Indexed conditions: field → the values it may take (absent: any value).
+    # Indexed conditions: field → the values it may take, or its [low, high] (None: no limit).
     listed: dict[str, frozenset[object]]
+    ranges: dict[str, tuple[int, int | None]]
     # The other static conditions, cheapest first.
     matchers: tuple[Matcher, ...]
     velocity: _VelocityCheck | None
@@ -171,8 +187,8 @@ class CompiledPolicy:
     ) -> PolicyDecision:
         """The decision of the first rule that matches `facts`, or the default deny."""
         candidates = self._all
-        for read, unconstrained, by_value in self._index:
-            candidates &= unconstrained | by_value.get(read(facts), 0)
+        for dimension in self._index:
+            candidates &= dimension(facts)
             if not candidates:
                 return DEFAULT_DENY_DECISION
         rules = self._rules
@@ -193,20 +209,62 @@ class CompiledPolicy:
 
 
 def _build_index(rules: tuple[_CompiledRule, ...]) -> tuple[_Dimension, ...]:
-    index = []
-    for field in _INDEXED:
-        unconstrained, by_value = 0, dict[object, int]()
+    """One dimension per field that some rule constrains (a field no rule names costs nothing)."""
+    everyone = (1 << len(rules)) - 1
+    index: list[_Dimension] = []
+    for field in _LISTED:
+        unconstrained, by_value = everyone, dict[object, int]()
         for position, rule in enumerate(rules):
-            bit = 1 << position
-            values = rule.listed.get(field)
-            if values is None:
-                unconstrained |= bit
-            else:
-                for value in values:
-                    by_value[value] = by_value.get(value, 0) | bit
-        if unconstrained != (1 << len(rules)) - 1:  # some rule constrains the field
-            index.append((attrgetter(field), unconstrained, by_value))
+            for value in rule.listed.get(field, ()):
+                by_value[value] = by_value.get(value, 0) | 1 << position
+            if field in rule.listed:
+                unconstrained &= ~(1 << position)
+        if unconstrained != everyone:
+            index.append(_listed_dimension(attrgetter(field), unconstrained, by_value))
+    for field in _RANGED:
+        bounds = {pos: rule.ranges[field] for pos, rule in enumerate(rules) if field in rule.ranges}
+        if bounds:
+            index.append(_range_dimension(attrgetter(field), everyone, bounds))
     return tuple(index)
+
+
+def _listed_dimension(
+    read: Callable[[RequestFacts], object], unconstrained: int, by_value: dict[object, int]
+) -> _Dimension:
+    get = by_value.get
+    return lambda f: unconstrained | get(read(f), 0)
+
+
+def _range_dimension(
+    read: Callable[[RequestFacts], int], everyone: int, bounds: dict[int, tuple[int, int | None]]
+) -> _Dimension:
+    """Rules accepting x are those with low <= x (a prefix of the sorted lows) and high >= x
+    (a suffix of the sorted highs, plus the rules without a high): two bisections, two masks."""
+    unconstrained, unbounded = everyone, 0
+    by_low: dict[int, int] = {}
+    by_high: dict[int, int] = {}
+    for position, (low, high) in bounds.items():
+        bit = 1 << position
+        unconstrained &= ~bit
+        by_low[low] = by_low.get(low, 0) | bit
+        if high is None:
+            unbounded |= bit
+        else:
+            by_high[high] = by_high.get(high, 0) | bit
+    lows, highs = sorted(by_low), sorted(by_high)
+    at_or_below = list(accumulate(by_low[low] for low in lows))  # [k]: low <= lows[k]
+    at_or_above = list(accumulate(by_high[high] for high in reversed(highs)))[::-1]
+
+    def dimension(f: RequestFacts) -> int:
+        x = read(f)
+        k = bisect_right(lows, x) - 1
+        if k < 0:
+            return unconstrained
+        j = bisect_left(highs, x)
+        above = (at_or_above[j] if j < len(highs) else 0) | unbounded
+        return unconstrained | (at_or_below[k] & above)
+
+    return dimension
 
 
 async def _within_velocity(
@@ -242,10 +300,11 @@ def _compile_rule(rule: Rule, document: PolicyDocument) -> _CompiledRule:
         velocity = _VelocityCheck(v.scope, timedelta(seconds=v.window_seconds), v.min or 0, v.max)
     decision = _decision(rule, document, extra=0)
     extra = rule.approvals.extra_on_warning if rule.approvals is not None else 0
-    listed, matchers = _conditions(rule.match, document)
+    listed, ranges, matchers = _conditions(rule.match, document)
     return _CompiledRule(
         name=rule.name,
         listed=listed,
+        ranges=ranges,
         matchers=tuple(matchers),
         velocity=velocity,
         decision=decision,
@@ -280,8 +339,8 @@ def _decision(rule: Rule, document: PolicyDocument, *, extra: int) -> PolicyDeci
 
 def _conditions(
     match: Match, document: PolicyDocument
-) -> tuple[dict[str, frozenset[object]], list[Matcher]]:
-    """The rule's static conditions: the listed values of the indexed fields, and closures for
+) -> tuple[dict[str, frozenset[object]], dict[str, tuple[int, int | None]], list[Matcher]]:
+    """The rule's static conditions: listed values and ranges for the index, and closures for
     the rest in a fixed order, cheapest first (the loop stops at the first that fails)."""
     listed: dict[str, frozenset[object]] = {}
     if match.kind is not None:
@@ -299,7 +358,6 @@ def _conditions(
         listed["source"] = frozenset(match.source)
     if match.asset is not None:
         listed["asset"] = frozenset(match.asset)
-    found: list[Matcher] = []
     if match.destination is not None:
         spec = match.destination
         if spec.addresses is not None or spec.allowlists is not None:
@@ -308,31 +366,26 @@ def _conditions(
                 addresses.update(document.allowlists[name])
             listed["destination"] = frozenset(addresses)
         if spec.type is not None:
-            # The kind of the destination must be known: None (not looked up) never matches.
-            want = spec.type == "contract"
-            found.append(lambda f: f.destination_is_contract is want)
+            # The destination's kind must be known: None (not looked up) never matches.
+            listed["destination_is_contract"] = frozenset({spec.type == "contract"})
+    if match.message is not None:
+        # Only a message matches a message condition, whatever `kind` says.
+        listed["kind"] = listed.get("kind", frozenset({"message"})) & {"message"}
+        if match.message.kind is not None:
+            listed["message_kind"] = frozenset(match.message.kind)
+        if match.message.primary_type is not None:
+            listed["primary_type"] = frozenset(match.message.primary_type)
+    ranges: dict[str, tuple[int, int | None]] = {}
     if match.amount is not None:
-        found.append(_amount_matcher(match.amount.min or 0, match.amount.max))
+        ranges["amount"] = (match.amount.min or 0, match.amount.max)
     if match.value is not None:
-        found.append(_value_matcher(match.value.min or 0, match.value.max))
+        ranges["value"] = (match.value.min or 0, match.value.max)
+    found: list[Matcher] = []
     if match.method is not None:
         found.append(_method_matcher(match.method))
-    if match.message is not None:
-        found.append(_message_matcher(match))
     if match.fiat is not None:
         found.append(_fiat_matcher(match, document))
-    return listed, found
-
-
-def _message_matcher(match: Match) -> Matcher:
-    assert match.message is not None
-    kinds = frozenset(match.message.kind) if match.message.kind is not None else None
-    types = frozenset(match.message.primary_type) if match.message.primary_type else None
-    return lambda f: (
-        f.kind == "message"
-        and (kinds is None or f.message_kind in kinds)
-        and (types is None or f.primary_type in types)
-    )
+    return listed, ranges, found
 
 
 def _method_matcher(methods: list[str]) -> Matcher:
@@ -346,18 +399,6 @@ def _method_matcher(methods: list[str]) -> Matcher:
         or f.selector in selectors
         or (f.kind == "transaction" and f.method is None and f.selector is None)
     )
-
-
-def _amount_matcher(low: int, high: int | None) -> Matcher:
-    if high is None:
-        return lambda f: f.amount >= low
-    return lambda f: low <= f.amount <= high
-
-
-def _value_matcher(low: int, high: int | None) -> Matcher:
-    if high is None:
-        return lambda f: f.value >= low
-    return lambda f: low <= f.value <= high
 
 
 def _fiat_matcher(match: Match, document: PolicyDocument) -> Matcher:
