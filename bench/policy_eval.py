@@ -17,20 +17,15 @@ import json
 import os
 import random
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
 
 import asyncpg
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from txgate.custody.policy.document import parse_policy
@@ -83,8 +78,9 @@ def policy_data(rules: int, *, velocity: bool) -> dict[str, object]:
 
 
 def unindexed_policy(rules: int) -> dict[str, object]:
-    """`rules - 1` near misses made only of conditions the index cannot answer (destination type,
-    ranges, method, fiat), each failing on its last closure: the engine's true worst case."""
+    """`rules - 1` near misses that the index cannot rule out: each passes its indexed
+    conditions (destination type, amount, value) and its method closure, and fails only on its
+    last closure (fiat). The engine's true worst case: every rule runs all its closures."""
     near_misses = [
         {
             "name": f"near-miss-{i}",
@@ -160,7 +156,7 @@ async def without_velocity(samples: int) -> None:
     unindexed = CompiledPolicy.compile(parse_policy(unindexed_policy(RULES)))
     assert (await unindexed.evaluate(requests[0])).rule == "traders"
     show(
-        f"{RULES} rules, last, no help from the index",
+        f"{RULES} rules, last, all past the index",
         await timings(samples, lambda i: unindexed.evaluate(requests[i % len(requests)])),
         baseline,
     )
@@ -217,11 +213,11 @@ async def with_velocity(samples: int, admin_url: str) -> None:
             await connection.close()
 
 
-async def load_history(url: object) -> int:
+async def load_history(url: URL) -> int:
     """COPY the ledger in (the fastest bulk path), then ANALYZE so the planner knows it.
     Returns the average number of a user's native-asset rows inside a 24 h window."""
     rng = random.Random(7)
-    connection = await asyncpg.connect(str(url.render_as_string(hide_password=False)))  # type: ignore[attr-defined]
+    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
     try:
         await connection.execute(
             "INSERT INTO customers (id, name, created_at) VALUES ('c1', 'Bench', $1)", NOW
@@ -258,7 +254,7 @@ async def load_history(url: object) -> int:
             "SELECT count(*) FROM transactions WHERE asset = 'native' AND created_at >= $1",
             NOW - timedelta(hours=24),
         )
-        return round(count / len(USERS))
+        return round(int(count) / len(USERS))
     finally:
         await connection.close()
 

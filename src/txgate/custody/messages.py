@@ -119,7 +119,7 @@ async def request_signature(
             session,
             message,
             Status.BLOCKED,
-            reason=f"Blocked by policy rule {decision.rule!r}: {decision.reason}",
+            reason=decision.reason,
         )
         return message
     if decision.verdict is Verdict.REQUIRE_APPROVAL:

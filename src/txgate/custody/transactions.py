@@ -82,7 +82,7 @@ async def apply_decision(session: AsyncSession, tx: Transaction, decision: Decis
             session,
             tx,
             Status.BLOCKED,
-            reason=f"Blocked by policy rule {decision.rule!r}: {decision.reason}",
+            reason=decision.reason,
         )
     else:
         move(session, tx, Status.PENDING_APPROVAL, payload={"policy": details})

@@ -211,7 +211,7 @@ async def test_first_matching_rule_wins_and_no_match_is_denied() -> None:
     assert (bob.rule, bob.verdict) == ("block-bob", Verdict.BLOCK)
     denied = await policy.evaluate(facts(initiator="zed", amount=2 * ETHER))
     assert denied == PolicyDecision(
-        Verdict.BLOCK, DEFAULT_DENY, "no rule matched: blocked by default", None
+        Verdict.BLOCK, DEFAULT_DENY, "Blocked by rule 'default-deny': no rule matched", None
     )
     assert await compile_policy().evaluate(facts()) == denied
 

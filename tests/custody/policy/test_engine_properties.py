@@ -29,7 +29,10 @@ ADDRS = [f"0x{digit * 40}" for digit in "abcd"]
 ALLOWLISTS = {"l1": [ADDRS[0]], "l2": [ADDRS[1], ADDRS[2]]}
 T1, T2 = "0x" + "1" * 40, "0x" + "2" * 40
 ASSETS = ["native", T1, T2]
-PRICES = {"native": {"usd": "1.5", "decimals": 1}, T1: {"usd": "2", "decimals": 0}}  # T2: none
+PRICES: dict[str, dict[str, Any]] = {
+    "native": {"usd": "1.5", "decimals": 1},
+    T1: {"usd": "2", "decimals": 0},
+}  # T2: no price
 METHODS = ["transfer", "approve", "deploy", "permit", "none", "0xa9059cbb", "0xdeadbeef"]
 VERDICTS = ["Benign", "Warning", "Malicious", "Error"]
 USD = ["0", "0.15", "1", "1.5", "3", "7.5", "20"]

@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -68,14 +68,12 @@ class PolicyError(InvalidParams):
         super().__init__(message, param="policy", data={"errors": self.errors})
 
 
-# --- value parsers: each returns the normalised value or raises one readable error ---------
-
-
 def _fail(message: str) -> NoReturn:
     # A custom error type keeps pydantic from prefixing "Value error, " to our message.
     raise PydanticCustomError("policy", message)
 
 
+# The value parsers: each returns the normalised value or raises one readable error.
 def _amount(value: object) -> int:
     if isinstance(value, bool):
         _fail(AMOUNT_HINT)
@@ -166,31 +164,24 @@ def _name(value: object) -> str:
     return value
 
 
+T = TypeVar("T")
+# A non-empty list (a lone scalar counts as a list of one): a condition's alternatives.
+OneOrMore = Annotated[list[T], BeforeValidator(_listed), Field(min_length=1)]
 Amount = Annotated[int, BeforeValidator(_amount)]
 Usd = Annotated[Decimal, BeforeValidator(_usd)]
 AddressValue = Annotated[str, BeforeValidator(_address)]
-Name = Annotated[str, BeforeValidator(_name)]
-Names = Annotated[list[Name], BeforeValidator(_listed), Field(min_length=1)]
-Addresses = Annotated[list[AddressValue], BeforeValidator(_listed), Field(min_length=1)]
 AssetValue = Annotated[str, BeforeValidator(_asset)]
-Assets = Annotated[list[AssetValue], BeforeValidator(_listed), Field(min_length=1)]
-Methods = Annotated[
-    list[Annotated[str, BeforeValidator(_method)]], BeforeValidator(_listed), Field(min_length=1)
-]
+Name = Annotated[str, BeforeValidator(_name)]
 Window = Annotated[str, BeforeValidator(_window)]
+Names = OneOrMore[Name]
+Addresses = OneOrMore[AddressValue]
+Assets = OneOrMore[AssetValue]
+Methods = OneOrMore[Annotated[str, BeforeValidator(_method)]]
+Kinds = OneOrMore[Literal["transaction", "message"]]
+MessageKinds = OneOrMore[Literal["personal_sign", "typed_data"]]
+SecurityVerdicts = OneOrMore[Literal["Benign", "Warning", "Malicious", "Error"]]
+Chains = OneOrMore[Annotated[int, Field(ge=1)]]
 Action = Literal["allow", "block", "require_approval"]
-Kinds = Annotated[
-    list[Literal["transaction", "message"]], BeforeValidator(_listed), Field(min_length=1)
-]
-MessageKinds = Annotated[
-    list[Literal["personal_sign", "typed_data"]], BeforeValidator(_listed), Field(min_length=1)
-]
-SecurityVerdicts = Annotated[
-    list[Literal["Benign", "Warning", "Malicious", "Error"]],
-    BeforeValidator(_listed),
-    Field(min_length=1),
-]
-Chains = Annotated[list[Annotated[int, Field(ge=1)]], BeforeValidator(_listed), Field(min_length=1)]
 
 
 # --- the document's shape ------------------------------------------------------------------
@@ -264,10 +255,6 @@ class VelocityMatch(_Model):
         _check_range(self.min, self.max, "min", "max")
         return self
 
-    @property
-    def window_seconds(self) -> int:
-        return window_seconds(self.window)
-
 
 class Match(_Model):
     """What a rule applies to: every key present must match (AND); a list means any of (OR)."""
@@ -337,23 +324,13 @@ class Price(_Model):
     decimals: Annotated[int, Field(ge=0, le=77)]
 
 
-class _Header(_Model):
-    version: Literal[1]
-    groups: dict[Name, list[Name]] = {}
-    allowlists: dict[Name, list[AddressValue]] = {}
-    prices: dict[AssetValue, Price] = {}
-    governance: Governance | None = None
-    # Each rule is checked on its own (below), so one broken rule does not hide another's errors.
-    rules: list[Any]
-
-
 class PolicyDocument(_Model):
     """A checked policy. Addresses are lower-case, amounts ints in base units."""
 
     version: Literal[1]
-    groups: dict[str, list[str]] = {}
-    allowlists: dict[str, list[str]] = {}
-    prices: dict[str, Price] = {}
+    groups: dict[Name, list[Name]] = {}
+    allowlists: dict[Name, list[AddressValue]] = {}
+    prices: dict[AssetValue, Price] = {}
     governance: Governance | None = None
     rules: list[Rule]
 
@@ -412,14 +389,17 @@ def parse_policy(data: object) -> PolicyDocument:
     if not isinstance(data, Mapping):
         raise PolicyError(["policy: must be a mapping with version, groups, … and rules"])
     errors: list[str] = []
-    header: _Header | None = None
+    header: PolicyDocument | None = None
+    raw_rules = data.get("rules")
     try:
-        header = _Header.model_validate(dict(data))
+        # Each rule is checked on its own (below), so one broken rule hides no other's errors.
+        header = PolicyDocument.model_validate(
+            {**data, "rules": []} if isinstance(raw_rules, list) else dict(data)
+        )
     except ValidationError as error:
         errors.extend(_translate(error, prefix=""))
     # References are checked on the raw data, so a rule whose shape is broken still gets them.
     groups, allowlists = _names(data)
-    raw_rules = data.get("rules")
     rules: list[Rule] = []
     first: dict[object, str] = {}
     for index, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
@@ -431,8 +411,7 @@ def parse_policy(data: object) -> PolicyDocument:
             errors.extend(_translate(error, prefix=label))
         if isinstance(name, str) and name in first:
             errors.append(f"{label}: name: duplicates {first[name]}")
-        if isinstance(name, str):
-            first.setdefault(name, label)
+        first.setdefault(name, label)
         if isinstance(raw, Mapping):
             errors.extend(f"{label}: {e}" for e in _references(raw, groups, allowlists))
     governance = _at(data, "governance", "approvals")
@@ -440,14 +419,7 @@ def parse_policy(data: object) -> PolicyDocument:
         errors.extend(_approval_references(governance, "governance.approvals", groups))
     if errors or header is None:
         raise PolicyError(errors)
-    return PolicyDocument(
-        version=header.version,
-        groups=header.groups,
-        allowlists=header.allowlists,
-        prices=header.prices,
-        governance=header.governance,
-        rules=rules,
-    )
+    return header.model_copy(update={"rules": rules})
 
 
 def _at(data: object, *keys: str) -> object:
@@ -529,7 +501,15 @@ _KNOWN_KEYS = sorted(
     {
         key
         for model in (
-            *(_Header, Rule, Match, InitiatorMatch, DestinationMatch, AmountRange, FiatRange),
+            *(
+                PolicyDocument,
+                Rule,
+                Match,
+                InitiatorMatch,
+                DestinationMatch,
+                AmountRange,
+                FiatRange,
+            ),
             *(MessageMatch, VelocityMatch, ApproverEntry, RuleApprovals, Governance, Price),
         )
         for key in model.model_fields
@@ -549,13 +529,11 @@ _PLAIN = {
 
 
 def _translate(error: ValidationError, *, prefix: str) -> list[str]:
-    messages = []
-    for detail in error.errors(include_url=False):
-        loc = detail["loc"]
-        path = _path(loc)
-        where = ": ".join(part for part in (prefix, path) if part)
-        messages.append(f"{where or 'policy'}: {_message(detail)}")
-    return messages
+    return [
+        f"{': '.join(part for part in (prefix, _path(detail['loc'])) if part) or 'policy'}: "
+        f"{_message(detail)}"
+        for detail in error.errors(include_url=False)
+    ]
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -618,6 +596,5 @@ def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode)
 
 
 _StrictYamlLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _mapping_without_duplicates,
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
 )

@@ -34,7 +34,7 @@ from operator import attrgetter
 from typing import Any, Literal, Protocol
 
 from txgate.core.errors import InternalError
-from txgate.custody.policy.document import Match, PolicyDocument, Rule
+from txgate.custody.policy.document import Match, PolicyDocument, Rule, window_seconds
 from txgate.custody.policy.facts import RequestFacts
 from txgate.custody.policy.hook import Decision, Verdict
 
@@ -123,7 +123,7 @@ class PolicyDecision:
 
 
 DEFAULT_DENY_DECISION = PolicyDecision(
-    Verdict.BLOCK, DEFAULT_DENY, "no rule matched: blocked by default"
+    Verdict.BLOCK, DEFAULT_DENY, f"Blocked by rule {DEFAULT_DENY!r}: no rule matched"
 )
 
 
@@ -297,7 +297,9 @@ def _compile_rule(rule: Rule, document: PolicyDocument) -> _CompiledRule:
     velocity = None
     if rule.match.velocity is not None:
         v = rule.match.velocity
-        velocity = _VelocityCheck(v.scope, timedelta(seconds=v.window_seconds), v.min or 0, v.max)
+        velocity = _VelocityCheck(
+            v.scope, timedelta(seconds=window_seconds(v.window)), v.min or 0, v.max
+        )
     decision = _decision(rule, document, extra=0)
     extra = rule.approvals.extra_on_warning if rule.approvals is not None else 0
     listed, ranges, matchers = _conditions(rule.match, document)

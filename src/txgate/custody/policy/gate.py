@@ -50,7 +50,8 @@ class PolicyGate(PolicyHook):
             return Decision(
                 Verdict.BLOCK,
                 rule=NO_POLICY,
-                reason="your organisation has no active policy; an administrator must apply one",
+                reason=f"Blocked by rule {NO_POLICY!r}: your organisation has no active policy; "
+                "an administrator must apply one",
             )
         policy = self._compiled.get(row.id)
         if policy is None:

@@ -1,7 +1,7 @@
 """The policy hook the pipeline consults for every transaction and signature request.
 
-This issue ships `AllowAll`; the policy engine (ordered rules, default deny, approval quorum)
-replaces it behind the same `PolicyHook` interface without touching the pipeline.
+`AllowAll` is for tests of the pipeline; the custodian runs `gate.PolicyGate`, the policy
+engine (ordered rules, default deny, approval quorum), behind the same interface.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """The verdict, the rule that gave it, and `reason`: the text shown as it is to the user
+    (it names the rule, e.g. "Blocked by rule 'default-deny': no rule matched")."""
+
     verdict: Verdict
     rule: str
     reason: str
@@ -43,4 +46,4 @@ class AllowAll(PolicyHook):
     async def decide(
         self, session: AsyncSession, *, caller: Caller, subject: Transaction | SignedMessage
     ) -> Decision:
-        return Decision(Verdict.ALLOW, rule="allow-all", reason="allow-all placeholder policy")
+        return Decision(Verdict.ALLOW, rule="allow-all", reason="Allowed by rule 'allow-all'")

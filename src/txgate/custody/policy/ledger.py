@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from txgate.core.status import Status
 from txgate.storage.tables import Transaction
@@ -39,6 +41,23 @@ _SCOPES = {
 }
 
 
+def _where(column: InstrumentedAttribute[Any]) -> list[ColumnElement[bool]]:
+    return [
+        Transaction.customer_id == bindparam("customer_id"),
+        column == bindparam("key"),
+        Transaction.asset == bindparam("asset"),
+        Transaction.created_at >= bindparam("since"),
+        Transaction.status.in_(_STATUS_VALUES),
+    ]
+
+
+# Built once: building a statement per call costs as much as PostgreSQL takes to answer it.
+_SUMS = {
+    scope: select(func.sum(Transaction.amount)).where(*_where(c)) for scope, c in _SCOPES.items()
+}
+_AMOUNTS = {scope: select(Transaction.amount).where(*_where(c)) for scope, c in _SCOPES.items()}
+
+
 class SqlVelocity:
     """`VelocityLookup` over one customer's transactions, in the caller's session.
 
@@ -50,26 +69,23 @@ class SqlVelocity:
         self._sqlite: bool | None = None
 
     async def total(self, *, scope: str, key: str, asset: str, since: datetime) -> int:
-        column = _SCOPES.get(scope)
-        if column is None:
+        if scope not in _SCOPES:
             raise ValueError(f"unknown velocity scope {scope!r}")
         if since.tzinfo is None:
             raise ValueError("since must be a timezone-aware datetime")
         # SQLite keeps times as text without an offset; comparing in UTC keeps the order right.
-        conditions: list[ColumnElement[bool]] = [
-            Transaction.customer_id == self._customer_id,
-            column == key,
-            Transaction.asset == asset,
-            Transaction.created_at >= since.astimezone(UTC),
-            Transaction.status.in_(_STATUS_VALUES),
-        ]
+        params = {
+            "customer_id": self._customer_id,
+            "key": key,
+            "asset": asset,
+            "since": since.astimezone(UTC),
+        }
+        # Core execution on the session's own connection: same transaction, less ORM overhead.
+        connection = await self._session.connection()
         if self._is_sqlite():
-            amounts = await self._session.scalars(select(Transaction.amount).where(*conditions))
+            amounts = await connection.scalars(_AMOUNTS[scope], params)
             return sum(amount for amount in amounts if amount is not None)
-        total = await self._session.scalar(
-            select(func.coalesce(func.sum(Transaction.amount), 0)).where(*conditions)
-        )
-        return _exact_int(total)
+        return _exact_int(await connection.scalar(_SUMS[scope], params))
 
     def _is_sqlite(self) -> bool:
         if self._sqlite is None:
