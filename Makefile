@@ -37,6 +37,7 @@ test: lint typecheck
 
 bench: setup
 	$(BIN)/python bench/custody_throughput.py
+	$(BIN)/python bench/policy_eval.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS)

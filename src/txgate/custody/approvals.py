@@ -22,6 +22,7 @@ from txgate.audit.log import append as audit
 from txgate.core.errors import Conflict, Forbidden, InvalidParams, NotFound
 from txgate.core.status import Status
 from txgate.custody.events import move, now, record
+from txgate.custody.policy.engine import ApprovalRequirement
 from txgate.custody.tokens import Caller
 from txgate.storage.tables import Policy, SignedMessage, Transaction, User, Vote
 
@@ -59,20 +60,19 @@ def requirement_snapshot(
 
 
 def tally(approval: dict[str, Any]) -> Tally:
-    """Count approve votes per group (a voter in several groups counts in each)."""
+    """Where the stored requirement stands; whether it is met is the engine's rule
+    (`ApprovalRequirement.reached`), the counts here are for the "1 of 2" text."""
+    requirement = ApprovalRequirement.from_dict(approval)
     approvers = {vote["user"] for vote in approval.get("votes", []) if vote["decision"] == APPROVE}
-    counts = []
-    for group in approval["groups"]:
-        members = set(group["members"])
-        counts.append((min(len(approvers & members), group["threshold"]), group["threshold"]))
-    if approval.get("mode", "all") == "any":
-        best = max(counts, key=lambda pair: (pair[0] >= pair[1], pair[0] / pair[1]))
-        return Tally(best[0], best[1], any(have >= need for have, need in counts))
-    return Tally(
-        sum(have for have, _ in counts),
-        sum(need for _, need in counts),
-        all(have >= need for have, need in counts),
-    )
+    reached = requirement.reached(approvers, initiator=approval.get("initiator", ""))
+    counts = [
+        (min(len(approvers & group.members), group.threshold), group.threshold)
+        for group in requirement.groups
+    ]
+    if requirement.mode == "any":
+        have, need = max(counts, key=lambda pair: pair[0] / pair[1])
+        return Tally(have, need, reached)
+    return Tally(sum(have for have, _ in counts), sum(need for _, need in counts), reached)
 
 
 def may_vote(approval: dict[str, Any], user_name: str) -> str | None:

@@ -34,7 +34,13 @@ from operator import attrgetter
 from typing import Any, Literal, Protocol
 
 from txgate.core.errors import InternalError
-from txgate.custody.policy.document import Match, PolicyDocument, Rule, window_seconds
+from txgate.custody.policy.document import (
+    GovernanceApprovals,
+    Match,
+    PolicyDocument,
+    Rule,
+    window_seconds,
+)
 from txgate.custody.policy.facts import RequestFacts
 from txgate.custody.policy.hook import Decision, Verdict
 
@@ -324,19 +330,24 @@ def _decision(rule: Rule, document: PolicyDocument, *, extra: int) -> PolicyDeci
     reason = f"{lead} {rule.name!r}" + (f": {rule.reason}" if rule.reason else "")
     approval = None
     if rule.approvals is not None:
-        groups = []
-        for entry in rule.approvals.groups:
-            members = frozenset(
-                document.groups[entry.group] if entry.group is not None else entry.users or ()
-            )
-            # A warning asks for more approvers, at most all of the group: beyond that the
-            # request could never be approved, which is a block that keeps people waiting.
-            threshold = min(entry.threshold + extra, len(members))
-            groups.append(ApproverGroup(entry.label, members, threshold))
-        approval = ApprovalRequirement(
-            tuple(groups), rule.approvals.mode, rule.approvals.initiator_may_approve
-        )
+        approval = approval_requirement(rule.approvals, document, extra=extra)
     return PolicyDecision(verdict, rule.name, reason, approval)
+
+
+def approval_requirement(
+    approvals: GovernanceApprovals, document: PolicyDocument, *, extra: int = 0
+) -> ApprovalRequirement:
+    """A rule's (or the governance's) approval block with group names resolved to members."""
+    groups = []
+    for entry in approvals.groups:
+        members = frozenset(
+            document.groups[entry.group] if entry.group is not None else entry.users or ()
+        )
+        # A warning asks for more approvers, at most all of the group: beyond that the
+        # request could never be approved, which is a block that keeps people waiting.
+        threshold = min(entry.threshold + extra, len(members))
+        groups.append(ApproverGroup(entry.label, members, threshold))
+    return ApprovalRequirement(tuple(groups), approvals.mode, approvals.initiator_may_approve)
 
 
 def _conditions(

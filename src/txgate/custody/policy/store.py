@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from txgate.audit.log import append as audit
 from txgate.custody.approvals import requirement_snapshot
 from txgate.custody.events import now, record
-from txgate.custody.policy.document import load_policy
+from txgate.custody.policy.document import load_policy, parse_policy
+from txgate.custody.policy.engine import approval_requirement
 from txgate.storage.tables import Policy
 
 PolicyFormat = Literal["yaml", "toml"]
@@ -36,30 +37,6 @@ async def active(session: AsyncSession, *, customer_id: str) -> Policy | None:
 async def versions(session: AsyncSession, *, customer_id: str) -> list[Policy]:
     query = select(Policy).where(Policy.customer_id == customer_id).order_by(Policy.version.desc())
     return list((await session.execute(query)).scalars())
-
-
-def resolve_approvals(document: dict[str, Any], approvals: dict[str, Any]) -> dict[str, Any]:
-    """An approval block of a policy document with group names replaced by their members."""
-    named = document.get("groups") or {}
-    groups = []
-    for group in approvals["groups"]:
-        members = sorted(
-            set(named.get(group["group"], []))
-            if group.get("group")
-            else set(group.get("users") or [])
-        )
-        groups.append(
-            {
-                "name": group.get("group") or "+".join(members),
-                "members": members,
-                "threshold": group["threshold"],
-            }
-        )
-    return {
-        "groups": groups,
-        "mode": approvals.get("mode", "all"),
-        "initiator_may_approve": approvals.get("initiator_may_approve", False),
-    }
 
 
 async def propose(
@@ -94,13 +71,13 @@ async def propose(
         created_at=stamp,
         updated_at=stamp,
     )
-    governance = (current.document.get("governance") or {}).get("approvals") if current else None
-    if governance and current is not None:
+    in_force = parse_policy(current.document) if current is not None else None
+    governance = in_force.governance if in_force is not None else None
+    if in_force is not None and governance is not None:
+        requirement = approval_requirement(governance.approvals, in_force)
         row.approval = {
             **requirement_snapshot(
-                resolve_approvals(current.document, governance),
-                initiator=proposer,
-                ttl_seconds=approval_ttl,
+                requirement.as_dict(), initiator=proposer, ttl_seconds=approval_ttl
             ),
             "rule": "governance",
         }
@@ -114,10 +91,10 @@ async def propose(
         details={
             "customer_id": customer_id,
             "version": row.version,
-            "needs_approval": bool(governance),
+            "needs_approval": governance is not None,
         },
     )
-    if not governance:
+    if governance is None:
         await activate(session, row, actor=actor)
     return row
 
