@@ -130,17 +130,29 @@ async def test_velocity_limit_edges_bad_files_and_four_eyes(
             admin, "POST", "/v1/policy", {"source": NEXT_POLICY, "format": "yaml"}
         )
         assert proposed.status_code == 200 and proposed.json()["status"] == "proposed"
-        policy_id = proposed.json()["id"]
+        stale_id = proposed.json()["id"]
+        newer = await rest(admin, "POST", "/v1/policy", {"source": NEXT_POLICY, "format": "yaml"})
+        policy_id = newer.json()["id"]
         versions = (await rest(admin, "GET", "/v1/policy")).json()["versions"]
-        assert [(v["version"], v["status"]) for v in versions] == [(2, "proposed"), (1, "active")]
+        assert [(v["version"], v["status"], v["progress"]) for v in versions] == [
+            (3, "proposed", "Pending approval: 0 of 1"),
+            (2, "proposed", "Pending approval: 0 of 1"),
+            (1, "active", None),
+        ]
         # Four eyes: the proposer cannot approve their own version; another admin can.
         assert (await rest(admin, "POST", f"/v1/approvals/{policy_id}/approve")).status_code == 403
         approved = await rest(admin2, "POST", f"/v1/approvals/{policy_id}/approve")
         assert approved.status_code == 200, approved.text
         versions = (await rest(admin, "GET", "/v1/policy")).json()["versions"]
-        assert [(v["version"], v["status"]) for v in versions] == [(2, "active"), (1, "superseded")]
+        assert [(v["version"], v["status"]) for v in versions] == [
+            (3, "active"),
+            (2, "superseded"),
+            (1, "superseded"),
+        ]
+        # An older proposal cannot be approved into force after a newer version.
+        assert (await rest(admin2, "POST", f"/v1/approvals/{stale_id}/approve")).status_code == 409
 
-        # Version 2 decides now: 2 ETH matches no rule.
+        # Version 3 decides now: 2 ETH matches no rule.
         tx_id = await trader.call(
             "custodian_createTransaction", [eth_transfer(sender, value=2 * ETH), meta]
         )
@@ -156,7 +168,7 @@ async def test_velocity_limit_edges_bad_files_and_four_eyes(
             assert (await verify(session)).ok
     finally:
         await db.dispose()
-    assert actions.count("policy.proposed") == 2 and actions.count("policy.activated") == 2
+    assert actions.count("policy.proposed") == 3 and actions.count("policy.activated") == 2
     assert "approval.approve" in actions
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -205,7 +206,17 @@ class Policy(Base):
     """One version of a customer's policy: the file as written and its checked form."""
 
     __tablename__ = "policies"
-    __table_args__ = (UniqueConstraint("customer_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("customer_id", "version"),
+        # At most one version in force per customer, whatever the code does.
+        Index(
+            "uq_policies_one_active",
+            "customer_id",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
     id: Mapped[str] = mapped_column(Id, primary_key=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
     version: Mapped[int] = mapped_column(Integer)

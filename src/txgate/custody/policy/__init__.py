@@ -4,8 +4,8 @@
 default deny, approval requirements, velocity limits) lives beside it in this package.
 """
 
-from txgate.custody.policy.hook import AllowAll, Decision, PolicyHook, Verdict
+from txgate.custody.policy.hook import Decision, PolicyHook, Verdict
 
-__all__ = ["AllowAll", "Decision", "PolicyHook", "Verdict"]
+__all__ = ["Decision", "PolicyHook", "Verdict"]
 # The engine's modules are imported by name (document, engine, facts, calldata, ledger, store,
 # gate): importing them here would make `hook` depend on the whole engine.

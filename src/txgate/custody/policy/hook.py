@@ -1,7 +1,8 @@
 """The policy hook the pipeline consults for every transaction and signature request.
 
-`AllowAll` is for tests of the pipeline; the custodian runs `gate.PolicyGate`, the policy
-engine (ordered rules, default deny, approval quorum), behind the same interface.
+The custodian runs `gate.PolicyGate`, the policy engine (ordered rules, default deny, approval
+quorum), behind this interface; another decision source (an external policy service) would
+implement the same one.
 """
 
 from __future__ import annotations
@@ -38,12 +39,3 @@ class PolicyHook(ABC):
         self, session: AsyncSession, *, caller: Caller, subject: Transaction | SignedMessage
     ) -> Decision:
         """Decide inside the caller's database transaction (velocity queries see the ledger)."""
-
-
-class AllowAll(PolicyHook):
-    """Placeholder policy until the policy engine lands: every request is allowed."""
-
-    async def decide(
-        self, session: AsyncSession, *, caller: Caller, subject: Transaction | SignedMessage
-    ) -> Decision:
-        return Decision(Verdict.ALLOW, rule="allow-all", reason="Allowed by rule 'allow-all'")

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from txgate.audit.log import append as audit
-from txgate.custody.approvals import requirement_snapshot
+from txgate.custody.approvals import requirement_snapshot, tally
 from txgate.custody.events import now, record
 from txgate.custody.policy.document import load_policy, parse_policy
 from txgate.custody.policy.engine import approval_requirement
@@ -100,12 +100,26 @@ async def propose(
 
 
 async def activate(session: AsyncSession, row: Policy, *, actor: str) -> None:
-    current = await active(session, customer_id=row.customer_id)
-    if current is not None and current.id != row.id:
-        current.status = SUPERSEDED
-        current.updated_at = now()
-        record(session, current, payload={"superseded_by": row.version})
-        await session.flush()  # one active version at a time, even inside this transaction
+    """Make `row` the policy in force. The version it replaces, and every older proposal still
+    waiting (approving one later must not roll the policy back), become `superseded`."""
+    replaced = (
+        await session.execute(
+            select(Policy)
+            .where(
+                Policy.customer_id == row.customer_id,
+                Policy.id != row.id,
+                (Policy.status == ACTIVE)
+                | ((Policy.status == PROPOSED) & (Policy.version < row.version)),
+            )
+            .with_for_update()
+        )
+    ).scalars()
+    for older in replaced:
+        older.status = SUPERSEDED
+        older.updated_at = now()
+        record(session, older, payload={"superseded_by": row.version})
+    # Flush first: a partial unique index allows one active version per customer.
+    await session.flush()
     row.status = ACTIVE
     row.updated_at = now()
     record(session, row, payload={"version": row.version})
@@ -125,7 +139,7 @@ def describe(row: Policy) -> dict[str, Any]:
         "status": row.status,
         "proposedBy": row.proposed_by,
         "createdAt": row.created_at.isoformat(),
-        "progress": (row.approval or {}).get("progress"),
+        "progress": tally(row.approval).text if row.approval and row.status == PROPOSED else None,
         "rules": [rule["name"] for rule in row.document.get("rules", [])],
         "source": row.source,
     }

@@ -41,6 +41,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("policies", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_policies_customer_id"), ["customer_id"], unique=False)
+        batch_op.create_index(
+            "uq_policies_one_active",
+            ["customer_id"],
+            unique=True,
+            sqlite_where=sa.text("status = 'active'"),
+            postgresql_where=sa.text("status = 'active'"),
+        )
 
     op.create_table(
         "votes",
@@ -112,6 +119,7 @@ def downgrade() -> None:
 
     op.drop_table("votes")
     with op.batch_alter_table("policies", schema=None) as batch_op:
+        batch_op.drop_index("uq_policies_one_active")
         batch_op.drop_index(batch_op.f("ix_policies_customer_id"))
 
     op.drop_table("policies")
