@@ -73,3 +73,15 @@ async def database_url(
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'txgate.db'}"
     return await postgres.create()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+async def module_database_url(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres: PostgresDatabases,
+) -> str:
+    """A fresh database URL on each backend, shared by the tests of one module."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'txgate.db'}"
+    return await postgres.create()

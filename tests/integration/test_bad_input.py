@@ -69,16 +69,6 @@ async def count_rows(database_url: str) -> dict[str, int]:
         await db.dispose()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-async def module_database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres: Any
-) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'txgate.db'}"
-    url: str = await postgres.create()
-    return url
-
-
 @pytest.fixture(scope="module")
 async def target(
     module_database_url: str, anvil: Anvil, tmp_path_factory: pytest.TempPathFactory

@@ -141,16 +141,6 @@ def schemas() -> ResultSchemas:
     return ResultSchemas(_load_spec())
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-async def module_database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres: Any
-) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'txgate.db'}"
-    url: str = await postgres.create()
-    return url
-
-
 @dataclass
 class Live:
     process: CustodianProcess

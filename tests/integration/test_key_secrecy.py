@@ -9,7 +9,6 @@ import base64
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -51,16 +50,6 @@ class Scene:
     responses: list[str]
     tokens: list[str]  # every refresh and access token handed out
     sqlite_files: dict[str, bytes] = field(default_factory=dict)  # name → bytes, while running
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-async def module_database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres: Any
-) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'txgate.db'}"
-    url: str = await postgres.create()
-    return url
 
 
 @pytest.fixture(scope="module")
