@@ -269,7 +269,12 @@ async def test_bad_params_of_the_other_methods_are_named(target: Target) -> None
         (sign, [{"address": mine, "message": "0x00"}, {"chainId": 1}], "1.chainId", "1.chainId"),
         (typed_sign, [{"address": mine, "data": {}, "version": "v5"}], "0.version", "0.version"),
         (typed_sign, [{"address": mine, "data": "{", "version": "v4"}], "0.data", "0.data"),
-        (typed_sign, [{"address": mine, "data": typed, "version": "v4"}], "0.data", "0.data"),
+        (
+            typed_sign,
+            [{"address": mine, "data": typed, "version": "v4"}],
+            "0.data.primaryType",
+            "primaryType",
+        ),
         (
             replace,
             [{"transactionId": "no-such-id", "action": "speedUp"}, {}],

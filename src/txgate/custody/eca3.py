@@ -165,8 +165,6 @@ class Eca3Methods:
     async def sign_typed_data(self, caller: Caller, params: list[Any]) -> str:
         address, data, version, meta = messages.parse_typed(params)
         kind = messages.TYPED_V3 if version == "v3" else messages.TYPED_V4
-        # Encode before storing: malformed typed data fails here as InvalidParams, not at signing.
-        self.custodian.check_typed_data(data, version)
         return await self._request_signature(caller, address, kind, data, meta)
 
     async def _request_signature(

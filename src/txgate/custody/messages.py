@@ -16,6 +16,7 @@ from txgate.custody.directory import customer_account
 from txgate.custody.events import move, now, record
 from txgate.custody.policy import PolicyHook, Verdict
 from txgate.custody.requests import parse_message_metadata
+from txgate.custody.signer import encode_typed_message
 from txgate.custody.tokens import Caller
 from txgate.custody.transactions import waiting_text
 from txgate.custody.vault import Vault
@@ -67,6 +68,18 @@ def parse_typed(params: list[Any]) -> tuple[str, dict[str, Any], str, dict[str, 
             raise InvalidParams(f"0.data.{key} is required", param=f"0.data.{key}")
     if not isinstance(data["types"], dict) or "EIP712Domain" not in data["types"]:
         raise InvalidParams("0.data.types must include EIP712Domain", param="0.data.types")
+    # Encode now, exactly as the signer will: malformed typed data fails here, before anything
+    # is stored, instead of at signing time.
+    try:
+        encode_typed_message(data, version)
+    except InvalidParams as error:
+        raise InvalidParams(
+            f"0.data: {error.message}", param=f"0.{error.param or 'data'}"
+        ) from None
+    except Exception as error:  # eth-account raises many kinds for malformed typed data
+        raise InvalidParams(
+            f"0.data is not valid EIP-712 typed data: {str(error)[:200]}", param="0.data"
+        ) from None
     return (
         address,
         data,

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from eth_account.messages import encode_typed_data
 
 from txgate.chain.client import NodeClient
 from txgate.config import Settings
@@ -125,15 +124,6 @@ class Custodian:
         for node in self.nodes.values():
             await node.aclose()
         await self.db.dispose()
-
-    @staticmethod
-    def check_typed_data(data: dict[str, Any], version: str) -> None:
-        try:
-            encode_typed_data(full_message=data)
-        except Exception as error:  # eth-account raises many kinds for malformed typed data
-            raise InvalidParams(
-                f"0.data is not valid EIP-712 typed data: {str(error)[:200]}", param="0.data"
-            ) from None
 
     # -- approvals and policy versions (the REST API and the CLI come here) ---------------------
 
