@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,14 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from txgate.audit.log import append as audit
 from txgate.core.errors import Conflict, InvalidParams, NotFound
 from txgate.core.types import normalise_address
+from txgate.custody.events import now
 from txgate.custody.vault import Vault
 from txgate.storage.tables import Account, Customer, User
 
 ROLES = ("admin", "trader", "approver", "viewer")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def create_customer(session: AsyncSession, *, name: str, actor: str) -> Customer:
@@ -27,7 +23,7 @@ async def create_customer(session: AsyncSession, *, name: str, actor: str) -> Cu
         raise InvalidParams("customer name must not be empty", param="name")
     if (await session.execute(select(Customer).where(Customer.name == name))).scalar_one_or_none():
         raise Conflict(f"a customer named {name!r} already exists")
-    customer = Customer(id=str(uuid.uuid4()), name=name, created_at=_now())
+    customer = Customer(id=str(uuid.uuid4()), name=name, created_at=now())
     session.add(customer)
     # The tables declare no ORM relationships, so flushing here is what inserts a parent row
     # before the rows that refer to it later in the same transaction.
@@ -71,7 +67,7 @@ async def create_user(
     if existing.scalar_one_or_none() is not None:
         raise Conflict(f"{customer.name} already has a user named {name!r}")
     user = User(
-        id=str(uuid.uuid4()), customer_id=customer.id, name=name, role=role, created_at=_now()
+        id=str(uuid.uuid4()), customer_id=customer.id, name=name, role=role, created_at=now()
     )
     session.add(user)
     await session.flush()
@@ -126,7 +122,7 @@ async def create_account(
         name=name,
         signer_backend="local",
         sealed_key=sealed,
-        created_at=_now(),
+        created_at=now(),
     )
     session.add(account)
     await session.flush()
